@@ -1,0 +1,38 @@
+# The README's two commands are `make run` and `make test`; everything else is a helper.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAGE  ?= prod
+API_PORT   ?= 8000
+MOTO_PORT  ?= 5000
+PLIVO_PORT ?= 8111
+
+.PHONY: venv run test lint bench package clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+run: venv
+	$(PY) -m devtools.run_local --api-port $(API_PORT) --moto-port $(MOTO_PORT) --plivo-port $(PLIVO_PORT)
+
+test: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: venv
+	$(PY) -m bench
+
+package: venv
+	$(PY) -m devtools.package --stage $(STAGE)
+
+clean:
+	rm -rf $(VENV) dist .pytest_cache .ruff_cache .hypothesis

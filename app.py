@@ -1,0 +1,25 @@
+"""Wiring only: routes and the schedule. All logic lives in chalicelib/."""
+
+from chalice import Chalice, Rate
+
+from chalicelib import callbacks, launcher
+
+app = Chalice(app_name="callflow")
+
+# Plivo may send any content type (or none on a GET); the handler parses what it understands.
+ANY_CONTENT = ["*/*"]
+
+
+@app.route("/answer", methods=["GET", "POST"], content_types=ANY_CONTENT)
+def answer():
+    return callbacks.answer(app.current_request)
+
+
+@app.route("/hangup", methods=["GET", "POST"], content_types=ANY_CONTENT)
+def hangup():
+    return callbacks.hangup(app.current_request)
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES))
+def launch_calls(event):
+    return launcher.launch(remaining_ms=event.context.get_remaining_time_in_millis)

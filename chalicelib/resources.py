@@ -1,0 +1,102 @@
+"""Lazy, memoized AWS clients and services.
+
+Nothing here runs at import time: a cold Lambda pays for a client only on the path that uses it, and a
+warm one reuses it. Tests and the CLI call `reset()` after changing the environment.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from chalicelib import logs
+from chalicelib.settings import Settings
+
+if TYPE_CHECKING:
+    from chalicelib.jobs import JobRepository
+    from chalicelib.plivo_api import PlivoClient
+    from chalicelib.template_store import TemplateStore
+
+
+@functools.cache
+def settings() -> Settings:
+    current = Settings.from_env()
+    logs.configure(current.log_level)
+    return current
+
+
+def _client_config(connect: float, read: float, attempts: int):
+    from botocore.config import Config
+
+    return Config(
+        connect_timeout=connect,
+        read_timeout=read,
+        retries={"max_attempts": attempts, "mode": "standard"},
+    )
+
+
+@functools.cache
+def s3_client():
+    """Short timeouts: Plivo waits on /answer, and a stale cached template beats a slow fresh one."""
+    import boto3
+
+    return boto3.client("s3", config=_client_config(1.0, 2.0, 2))
+
+
+@functools.cache
+def dynamodb_resource():
+    import boto3
+
+    return boto3.resource("dynamodb", config=_client_config(2.0, 5.0, 3))
+
+
+@functools.cache
+def calls_table():
+    return dynamodb_resource().Table(settings().require("calls_table"))
+
+
+@functools.cache
+def ssm_client():
+    import boto3
+
+    return boto3.client("ssm", config=_client_config(2.0, 5.0, 3))
+
+
+@functools.cache
+def template_store() -> TemplateStore:
+    from chalicelib.template_store import TemplateStore
+
+    s = settings()
+    return TemplateStore(
+        s3_client(), s.require("template_bucket"), s.template_prefix, ttl=s.template_cache_ttl
+    )
+
+
+@functools.cache
+def job_repository() -> JobRepository:
+    from chalicelib.jobs import JobRepository
+
+    return JobRepository(calls_table())
+
+
+@functools.cache
+def plivo_auth_token() -> str:
+    """The token itself, or the SSM SecureString it lives in; read once per container, never logged."""
+    from chalicelib.secrets import resolve_auth_token
+
+    return resolve_auth_token(settings(), ssm_client)
+
+
+@functools.cache
+def plivo_client() -> PlivoClient:
+    from chalicelib.plivo_api import PlivoClient
+
+    s = settings()
+    return PlivoClient(s.require("plivo_auth_id"), plivo_auth_token(), s.plivo_api_url)
+
+
+def reset() -> None:
+    """Forget every memoized client and setting (tests, or the CLI after it changes the environment)."""
+    for getter in (settings, s3_client, dynamodb_resource, calls_table, ssm_client, template_store,
+                   job_repository, plivo_auth_token, plivo_client):
+        getter.cache_clear()
