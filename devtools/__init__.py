@@ -1,0 +1,1 @@
+"""Dev-only tools (local stack, Plivo simulator, packaging); never deployed."""
