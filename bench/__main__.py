@@ -1,0 +1,113 @@
+"""`python -m bench [--quick] [--only NAME ...] [--output FILE]`: run the benchmarks, print the table,
+write BENCHMARKS.md (full runs only, unless --output is given) and exit 1 if any goal is missed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from bench import answer_latency, cold_start, harness, launcher_throughput, memory, s3_requests
+from bench.harness import Report, Result
+
+MEASUREMENTS = {
+    "cold_start": cold_start,
+    "answer_latency": answer_latency,
+    "s3_requests": s3_requests,
+    "memory": memory,
+    "launcher_throughput": launcher_throughput,
+}
+
+METHOD = """\
+## How it is measured
+
+- **Answer latency**: `app.app(event, context)`, the Chalice app object that is the Lambda handler, called
+  with an API Gateway REST proxy event: form-encoded POST of Plivo's answer parameters (PLIVO.md),
+  `X-Plivo-Signature-V3` + nonce **signed** with the account token (`VERIFY_SIGNATURES=true`, the production
+  path), `PUBLIC_BASE_URL` set. 50 templates in moto server's S3 (a real `python -m moto.server` process), all
+  warm in the cache, TTL 600 s. Wall time of the call (`perf_counter_ns`), nearest-rank percentiles; GC on as
+  in production. The naive handler (`bench/naive.py`) does an S3 GET and a fresh `jinja2.Template` compile per
+  request, with no signature check; it is sampled fewer times because each request costs milliseconds.
+  Speed-up = naive p50 / product p50.
+- **S3 requests**: botocore `before-send`/`after-call` events on the product's own S3 client. After a warm-up
+  that fetches every template once, 1000 answers cycling over the 50 templates. "After TTL": TTL 3 s, wait
+  past it, then 1000 answers; every request must carry `If-None-Match`/`If-Modified-Since`.
+- **Cold start**: wall time from spawning `python` to the first answer being ready (the child stamps
+  `time.time()` and leaves with `os._exit`), app (`import app` + first signed answer, which fetches its
+  template from S3) against `import boto3` + S3 client + one GET. One unmeasured start each first (bytecode
+  cache), then alternating starts; medians.
+- **Memory**: one worker process, 100 000 answers through the handler; every 10th names an unknown template
+  (10 000 distinct names, each once), the rest cycle over the 50 templates. `VmRSS` after `gc.collect()`
+  every 10 000 requests, `VmHWM` (peak) at the end, from `/proc/self/status`.
+- **Launcher**: `chalicelib.launcher.launch()` over 500 due jobs in moto server's calls table (created from
+  `infra/resources.json` CallsTable), Plivo simulator (`devtools/plivo_sim.py`) with 300 ms per Call API
+  request. Starts = arrival times of accepted Call API requests at the simulator.
+  Achieved CPS = placed / (last start − first start + 1/CPS); peak = most starts in any window [t, t+1 s).
+  DynamoDB requests = every HTTP request of the launcher's DynamoDB client (`before-send`, retries included)
+  / placed calls. Sequential baseline: plivo-python `client.calls.create` in a loop over 50 of the jobs
+  against the same simulator; speed-up = achieved CPS / sequential calls per second.
+"""
+
+
+def write_markdown(path: Path, report: Report, machine: dict, elapsed: float, quick: bool) -> None:
+    lines = ["# callflow benchmarks", "",
+             "Written by `make bench` (`python -m bench`); do not edit by hand.", "",
+             "## Machine", ""]
+    lines += [f"- **{k}**: {v}" for k, v in machine.items()]
+    lines += [f"- **bench wall time**: {elapsed:.0f} s" + (" (quick mode)" if quick else ""), "",
+              "Other processes were sharing the CPUs if the load average above is not near 0: treat tail "
+              "latencies accordingly.", "", "## Results", "", harness.format_table(report.results, True), ""]
+    if report.errors:
+        lines += ["## Errors", ""] + [f"```\n{e}\n```" for e in report.errors] + [""]
+    lines += [METHOD, "## Raw numbers", "", "```json", report.to_json(), "```", ""]
+    path.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sample sizes: a smoke run in ~1 minute")
+    parser.add_argument("--only", nargs="+", choices=sorted(MEASUREMENTS), help="run only these measurements")
+    parser.add_argument("--output", type=Path, help="where to write the markdown (default: BENCHMARKS.md on "
+                                                    "full runs, nothing in --quick mode)")
+    args = parser.parse_args(argv)
+    output = args.output or (None if args.quick else harness.ROOT / "BENCHMARKS.md")
+    machine = harness.machine_details()
+    report = Report()
+    started = time.monotonic()
+    with harness.MotoServer() as moto:
+        names = harness.seed_templates(moto.url, 50)
+        for key, module in MEASUREMENTS.items():
+            if args.only and key not in args.only:
+                continue
+            t0 = time.monotonic()
+            print(f"bench: {key} ...", file=sys.stderr, flush=True)
+            try:
+                results, details = module.run(moto, names, quick=args.quick)
+            except Exception as exc:  # a broken measurement is a missed goal, not a crash of the whole run
+                report.errors.append(f"{key}: {exc}\n{traceback.format_exc(limit=3)}")
+                results, details = [Result(key, "measurement failed", str(exc).splitlines()[0][:80],
+                                           "runs", False)], {}
+            report.add(*results)
+            report.details[key] = details | {"seconds": round(time.monotonic() - t0, 1)}
+            print(f"bench: {key} done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+    elapsed = time.monotonic() - started
+    print()
+    for k, v in machine.items():
+        print(f"{k}: {v}")
+    print()
+    print(harness.format_table(report.results))
+    for error in report.errors:
+        print(f"\nERROR {error}", file=sys.stderr)
+    if output:
+        write_markdown(output, report, machine, elapsed, args.quick)
+        print(f"\nwrote {output}")
+    missed = report.failed
+    verdict = f"{len(missed)} goal(s) missed" if missed else "all goals met"
+    print(f"\n{verdict}; {elapsed:.0f} s")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
