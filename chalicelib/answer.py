@@ -1,0 +1,102 @@
+"""The answer pipeline: select a template, render it, check the XML, fall back. Never silent.
+
+Selection (SPEC "The template store"): X-PH-Template naming an existing template, then the first
+routes.json rule whose headers all match, then the routes.json default, then DEFAULT_TEMPLATE, then the
+built-in apology. Any failure along the way serves DEFAULT_TEMPLATE (if it works) or the built-in
+apology, and logs one ERROR line with the CallUUID and every cause.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from chalicelib import logs, plivo_xml, templates
+from chalicelib.settings import Settings
+from chalicelib.template_store import StoreUnavailable, TemplateBroken, TemplateMissing
+from chalicelib.templates import BUILTIN_FALLBACK, RoutesError, TemplateError
+
+log = logs.get_logger(__name__)
+
+
+def _try(store: Any, name: str, context: Mapping[str, Any], causes: list[str]) -> str | None:
+    """Render template `name` into valid Plivo XML, or record why not and return None."""
+    try:
+        template = store.template(name)
+        xml = templates.render(template, context)
+    except TemplateMissing:
+        causes.append(f"template {name!r} not found")
+        return None
+    except (TemplateBroken, StoreUnavailable, TemplateError) as exc:
+        causes.append(f"template {name!r}: {exc}")
+        return None
+    problem = plivo_xml.first_problem(xml)
+    if problem is not None:
+        causes.append(f"template {name!r} rendered invalid Plivo XML: {problem}")
+        return None
+    return xml
+
+
+def select(
+    store: Any, settings: Settings, headers: Mapping[str, str], causes: list[str]
+) -> tuple[str | None, str]:
+    """Steps 1-4 of the selection; (None, why) means the built-in fallback or a failure in `causes`."""
+    requested = headers.get("Template")
+    if requested:
+        try:
+            store.template(requested)
+            return requested, "X-PH-Template"
+        except TemplateMissing:
+            pass  # unknown names fall through to the rules
+        except TemplateBroken:
+            return requested, "X-PH-Template"  # exists but broken: the render step reports it
+        except StoreUnavailable as exc:
+            causes.append(f"cannot look up X-PH-Template {requested!r}: {exc}")
+            return None, "store unavailable"
+    try:
+        routes = store.routes()
+    except StoreUnavailable as exc:
+        causes.append(f"cannot read routes.json: {exc}")
+        return None, "store unavailable"
+    except RoutesError as exc:
+        causes.append(str(exc))
+        routes = templates.EMPTY_ROUTES
+    name, why = routes.choose(headers)
+    if name is None and settings.default_template:
+        return settings.default_template, "DEFAULT_TEMPLATE"
+    return name, why
+
+
+def render_answer(store: Any, settings: Settings, params: Mapping[str, str]) -> str:
+    """The XML a call with these Plivo parameters gets. `store` may be None (no bucket configured)."""
+    context = templates.answer_context(params)
+    causes: list[str] = []
+    name = None
+    if store is None:
+        causes.append("no template store (TEMPLATE_BUCKET is not set)")
+    else:
+        name, _why = select(store, settings, context["headers"], causes)
+        if name is not None:
+            xml = _try(store, name, context, causes)
+            if xml is not None:
+                if causes:
+                    _log_fallback(params, causes, served=name)
+                return xml
+        elif not causes:
+            return BUILTIN_FALLBACK  # nothing configured picks a template: the built-in is the answer
+        default = settings.default_template
+        if default and default != name:
+            xml = _try(store, default, context, causes)
+            if xml is not None:
+                _log_fallback(params, causes, served=default)
+                return xml
+    _log_fallback(params, causes, served="built-in")
+    return BUILTIN_FALLBACK
+
+
+def _log_fallback(params: Mapping[str, str], causes: list[str], served: str) -> None:
+    logs.log(
+        log, logging.ERROR, "answer fell back", call_uuid=params.get("CallUUID"),
+        cause="; ".join(causes), served=served,
+    )

@@ -1,0 +1,212 @@
+"""HTTP layer of Plivo's callbacks (/answer and /hangup): parse parameters, rebuild the URL, check the V3
+signature, and always answer with XML. Nothing here may let an exception reach Plivo as a 5xx trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from chalice import Response
+
+from chalicelib import logs, resources, signature
+from chalicelib.settings import ConfigError, Settings
+
+log = logs.get_logger(__name__)
+
+XML = {"Content-Type": "application/xml"}
+EMPTY_RESPONSE = '<?xml version="1.0" encoding="UTF-8"?>\n<Response/>\n'
+MAX_BODY_BYTES = 256 * 1024  # Plivo's parameters are a few hundred bytes; anything this big is not Plivo
+MAX_FIELDS = 1000
+
+
+@dataclass(frozen=True)
+class Callback:
+    """A callback's parameters: as signed (query and body separately) and flattened for templates."""
+
+    query: Mapping[str, list[str]]
+    body: Mapping[str, Any] | None  # None when the body could not be parsed
+    params: dict[str, str]  # body first, then the URL's query for names the body does not have
+    body_error: str | None = None
+
+
+def _first(value: Any) -> str:
+    if isinstance(value, list):
+        value = value[0] if value else ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return "" if value is None else str(value)
+
+
+def _body_params(request: Any) -> tuple[Mapping[str, Any] | None, str | None]:
+    try:
+        raw = request.raw_body
+    except Exception:  # noqa: BLE001 - e.g. a body flagged base64 that is not
+        return None, "body is not decodable"
+    if not raw:
+        return {}, None
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "replace")
+    if len(raw) > MAX_BODY_BYTES:
+        return None, f"body is over {MAX_BODY_BYTES} bytes"
+    content_type = (request.headers.get("content-type") or "").lower()
+    if "json" in content_type or (not content_type and raw[:1] == b"{"):
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            return data, None
+        if "json" in content_type:
+            return None, "body is not a JSON object"
+    try:
+        pairs = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except ValueError:
+        return None, f"body has more than {MAX_FIELDS} fields"
+    multi: dict[str, list[str]] = {}
+    for key, value in pairs:
+        multi.setdefault(key, []).append(value)
+    return multi, None
+
+
+def parse(request: Any) -> Callback:
+    """Plivo's parameters from the query string (GET) or a form/JSON body (POST) plus the query."""
+    event = request.to_original_event()
+    query = event.get("multiValueQueryStringParameters")
+    if not query:
+        single = event.get("queryStringParameters")
+        query = {key: [value] for key, value in single.items()} if single else {}
+    body: Mapping[str, Any] | None = {}
+    error = None
+    if request.method == "POST":
+        body, error = _body_params(request)
+    params = {key: _first(value) for key, value in body.items()} if body else {}
+    for key, values in query.items():
+        if key not in params:
+            params[key] = values[0] if values else ""
+    return Callback(query, body, params, error)
+
+
+def request_url(request: Any, settings: Settings) -> str | None:
+    """The URL Plivo called, without query: PUBLIC_BASE_URL + route, else API Gateway's or the Host's."""
+    context = request.context or {}
+    path = context.get("path") or request.path
+    if settings.public_base_url:
+        route = request.path
+        if path.endswith("/") and not route.endswith("/"):
+            route += "/"
+        return settings.public_base_url + route
+    domain = context.get("domainName")
+    if domain:
+        return f"https://{domain}{path}"
+    host = request.headers.get("host")
+    if host:
+        return f"http://{host}{path}"
+    return None
+
+
+def signature_problem(request: Any, settings: Settings, callback: Callback) -> str | None:
+    """Why this request is not signed by Plivo, or None when it is (or checks are off)."""
+    if not settings.verify_signatures:
+        return None
+    headers = request.headers
+    signatures = (headers.get("x-plivo-signature-v3"), headers.get("x-plivo-signature-ma-v3"))
+    nonce = headers.get("x-plivo-signature-v3-nonce")
+    if not (signatures[0] or signatures[1]) or nonce is None:
+        return "missing X-Plivo-Signature-V3 or its nonce"
+    if callback.body is None:
+        return f"cannot check the signature: {callback.body_error}"
+    url = request_url(request, settings)
+    if url is None:
+        return "cannot rebuild the request URL: set PUBLIC_BASE_URL"
+    try:
+        token = resources.plivo_auth_token()
+    except ConfigError as exc:
+        return f"cannot check the signature: {exc}"
+    body = callback.body if request.method == "POST" else None
+    if signature.verify(token, url, nonce, signatures, callback.query, body):
+        return None
+    return "signature does not match"
+
+
+def _forbidden(request: Any, callback: Callback | None, reason: str) -> Response:
+    logs.log(log, logging.WARNING, "callback rejected", path=request.path, reason=reason,
+             call_uuid=callback.params.get("CallUUID") if callback else None)
+    return Response(body="Forbidden\n", status_code=403, headers={"Content-Type": "text/plain"})
+
+
+def _settings() -> Settings | None:
+    try:
+        return resources.settings()
+    except ConfigError as exc:
+        logs.configure()
+        logs.log(log, logging.ERROR, "configuration error", cause=str(exc))
+        return None
+
+
+def answer(request: Any) -> Response:
+    """GET|POST /answer: 403 for a bad signature, otherwise 200 with valid Plivo XML, always."""
+    from chalicelib import answer as pipeline
+    from chalicelib.templates import BUILTIN_FALLBACK
+
+    callback = None
+    try:
+        settings = _settings()
+        if settings is None:
+            return Response(body=BUILTIN_FALLBACK, status_code=200, headers=XML)
+        callback = parse(request)
+        problem = signature_problem(request, settings, callback)
+        if problem is not None:
+            return _forbidden(request, callback, problem)
+        try:
+            store = resources.template_store()
+        except ConfigError:
+            store = None
+        xml = pipeline.render_answer(store, settings, callback.params)
+        return Response(body=xml, status_code=200, headers=XML)
+    except Exception as exc:  # noqa: BLE001 - the caller must hear something, whatever broke
+        logs.log(log, logging.ERROR, "answer failed; serving the built-in fallback",
+                 call_uuid=callback.params.get("CallUUID") if callback else None,
+                 cause=f"{type(exc).__name__}: {exc}")
+        return Response(body=BUILTIN_FALLBACK, status_code=200, headers=XML)
+
+
+def hangup(request: Any) -> Response:
+    """GET|POST /hangup?call_id=...: record the outcome, answer an empty <Response/>.
+
+    A callback without call_id (a call callflow did not place) is acknowledged with 200 and a log line:
+    Plivo can do nothing useful with an error. A failure to record answers 500 so Plivo's retry and the
+    API's error metrics see it; recording is idempotent.
+    """
+    callback = None
+    try:
+        settings = _settings()
+        if settings is None:
+            return Response(body=EMPTY_RESPONSE, status_code=500, headers=XML)
+        callback = parse(request)
+        problem = signature_problem(request, settings, callback)
+        if problem is not None:
+            return _forbidden(request, callback, problem)
+        params = callback.params
+        call_id = params.get("call_id")
+        if not call_id:
+            logs.log(log, logging.WARNING, "hangup callback without call_id; nothing to record",
+                     call_uuid=params.get("CallUUID"), call_status=params.get("CallStatus"))
+            return Response(body=EMPTY_RESPONSE, status_code=200, headers=XML)
+        from chalicelib.hangup import record_hangup
+
+        record_hangup(resources.job_repository(), settings, call_id, params, time.time())
+        return Response(body=EMPTY_RESPONSE, status_code=200, headers=XML)
+    except Exception as exc:  # noqa: BLE001 - logged; Plivo gets no trace
+        logs.log(log, logging.ERROR, "hangup callback not recorded",
+                 call_id=callback.params.get("call_id") if callback else None,
+                 call_uuid=callback.params.get("CallUUID") if callback else None,
+                 cause=f"{type(exc).__name__}: {exc}")
+        return Response(body=EMPTY_RESPONSE, status_code=500, headers=XML)

@@ -1,0 +1,234 @@
+"""S3 template store with a per-container cache.
+
+Within `ttl` a cached template or routes.json costs no S3 request; after it, one conditional GET
+(If-None-Match) revalidates, and a 304 keeps the compiled template. Each template version is compiled
+once. Compiled templates live in a bounded LRU; unknown names are remembered briefly in a bounded set.
+If S3 fails, the last cached version keeps being served and S3 is left alone for a short back-off, so
+an outage does not add S3 timeouts to every call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib import logs, templates
+from chalicelib.templates import EMPTY_ROUTES, Routes, RoutesError, TemplateError
+
+log = logs.get_logger(__name__)
+
+ROUTES_NAME = "routes.json"
+_NOT_MODIFIED = object()
+_MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden"})
+
+
+class TemplateMissing(Exception):
+    """No template by that name (or the name is not a valid template name)."""
+
+
+class TemplateBroken(Exception):
+    """The stored template does not compile, is not UTF-8 or is too large."""
+
+
+class StoreUnavailable(Exception):
+    """S3 could not be asked and nothing is cached."""
+
+
+@dataclass
+class _Entry:
+    etag: str | None
+    value: Any  # compiled template / Routes, or None when `error` is set
+    error: str | None
+    checked_at: float
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+class TemplateStore:
+    """Compiled templates and routes.json from `s3://bucket/prefix`, cached per warm container."""
+
+    def __init__(
+        self,
+        s3_client: Any,
+        bucket: str,
+        prefix: str = "templates/",
+        ttl: float = 60.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_templates: int = 128,
+        max_unknown: int = 1024,
+        unknown_ttl: float | None = None,
+        error_backoff: float = 5.0,
+    ) -> None:
+        self._s3 = s3_client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.ttl = float(ttl)
+        self._clock = clock
+        self._max_templates = max_templates
+        self._max_unknown = max_unknown
+        self._unknown_ttl = min(self.ttl, 10.0) if unknown_ttl is None else unknown_ttl
+        self._error_backoff = error_backoff
+        self._templates: OrderedDict[str, _Entry] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()
+        self._routes: _Entry | None = None
+        self._routes_missing_until = -1.0
+        self._down_until = -1.0
+        self._lock = threading.Lock()
+        self.compiles = 0  # how many template versions were compiled (observable cache behaviour)
+        self.s3_requests = 0
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}.xml"
+
+    # ------------------------------------------------------------ public
+
+    def template(self, name: str):
+        """The compiled template `name`; raises TemplateMissing, TemplateBroken or StoreUnavailable."""
+        if not templates.is_template_name(name):
+            raise TemplateMissing(f"{name!r} is not a template name")
+        now = self._clock()
+        with self._lock:
+            entry = self._templates.get(name)
+            if entry is not None:
+                self._templates.move_to_end(name)
+            elif self._unknown.get(name, -1.0) > now:
+                raise TemplateMissing(f"template {name!r} not found")
+        if entry is None or now - entry.checked_at >= self.ttl:
+            entry = self._refresh_template(name, entry, now)
+        if entry.error is not None:
+            raise TemplateBroken(entry.error)
+        return entry.value
+
+    def routes(self) -> Routes:
+        """routes.json (empty when there is none); raises RoutesError or StoreUnavailable."""
+        now = self._clock()
+        entry = self._routes
+        if entry is None and self._routes_missing_until > now:
+            return EMPTY_ROUTES
+        if entry is None or now - entry.checked_at >= self.ttl:
+            entry = self._refresh_routes(entry, now)
+            if entry is None:
+                return EMPTY_ROUTES
+        if entry.error is not None:
+            raise RoutesError(entry.error)
+        return entry.value
+
+    # ------------------------------------------------------------ refresh
+
+    def _refresh_template(self, name: str, entry: _Entry | None, now: float) -> _Entry:
+        try:
+            fetched = self._fetch(self.key(name), entry.etag if entry else None, now)
+        except StoreUnavailable as exc:
+            if entry is None:
+                raise
+            log_stale(name, exc)
+            entry.checked_at = now - self.ttl + min(self._error_backoff, self.ttl)
+            return entry
+        if fetched is _NOT_MODIFIED:
+            entry.checked_at = now
+            return entry
+        if fetched is _MISSING:
+            with self._lock:
+                self._templates.pop(name, None)
+                self._unknown[name] = now + self._unknown_ttl
+                self._unknown.move_to_end(name)
+                while len(self._unknown) > self._max_unknown:
+                    self._unknown.popitem(last=False)
+            raise TemplateMissing(f"template {name!r} not found")
+        body, etag = fetched
+        if entry is not None and etag is not None and etag == entry.etag:
+            entry.checked_at = now
+            return entry
+        new = self._compile(name, body, etag, now)
+        with self._lock:
+            self._templates[name] = new
+            self._templates.move_to_end(name)
+            self._unknown.pop(name, None)
+            while len(self._templates) > self._max_templates:
+                self._templates.popitem(last=False)
+        return new
+
+    def _compile(self, name: str, body: bytes, etag: str | None, now: float) -> _Entry:
+        self.compiles += 1
+        if len(body) > templates.MAX_SOURCE_BYTES:
+            return _Entry(etag, None, f"template {name!r} is over {templates.MAX_SOURCE_BYTES} bytes", now)
+        try:
+            source = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return _Entry(etag, None, f"template {name!r} is not UTF-8", now)
+        try:
+            return _Entry(etag, templates.compile_template(source), None, now)
+        except TemplateError as exc:
+            return _Entry(etag, None, f"template {name!r}: {exc}", now)
+
+    def _refresh_routes(self, entry: _Entry | None, now: float) -> _Entry | None:
+        try:
+            fetched = self._fetch(f"{self.prefix}{ROUTES_NAME}", entry.etag if entry else None, now)
+        except StoreUnavailable as exc:
+            if entry is None:
+                raise
+            log_stale(ROUTES_NAME, exc)
+            entry.checked_at = now - self.ttl + min(self._error_backoff, self.ttl)
+            return entry
+        if fetched is _NOT_MODIFIED:
+            entry.checked_at = now
+            return entry
+        if fetched is _MISSING:
+            self._routes = None
+            self._routes_missing_until = now + self.ttl
+            return None
+        body, etag = fetched
+        if entry is not None and etag is not None and etag == entry.etag:
+            entry.checked_at = now
+            return entry
+        try:
+            new = _Entry(etag, templates.parse_routes(body), None, now)
+        except RoutesError as exc:
+            new = _Entry(etag, None, str(exc), now)
+        self._routes = new
+        return new
+
+    def _fetch(self, key: str, etag: str | None, now: float):
+        """(body, etag), _NOT_MODIFIED or _MISSING; raises StoreUnavailable for anything else."""
+        if now < self._down_until:
+            raise StoreUnavailable("S3 failed moments ago; not retrying yet")
+        kwargs = {"Bucket": self.bucket, "Key": key}
+        if etag:
+            kwargs["IfNoneMatch"] = etag
+        self.s3_requests += 1
+        try:
+            response = self._s3.get_object(**kwargs)
+            stream = response["Body"]
+            body = stream.read(templates.MAX_SOURCE_BYTES + 1)  # enough to tell "too large"
+            stream.close()
+            return body, response.get("ETag")
+        except Exception as exc:  # noqa: BLE001 - botocore is classified by its response, not its type
+            error = getattr(exc, "response", None) or {}
+            code = str(error.get("Error", {}).get("Code", ""))
+            status = error.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 304 or code in ("304", "NotModified"):
+                return _NOT_MODIFIED
+            if status == 404 or code in _MISSING_CODES:
+                return _MISSING
+            if status == 403 or code in _DENIED_CODES:
+                # Without s3:ListBucket, S3 answers 403 for a missing key.
+                return _MISSING
+            self._down_until = now + self._error_backoff
+            raise StoreUnavailable(f"S3 get {key}: {type(exc).__name__}: {exc}") from None
+
+
+def log_stale(name: str, exc: Exception) -> None:
+    logs.log(log, logging.WARNING, "S3 unavailable; serving the cached version",
+             template=name, cause=str(exc))
