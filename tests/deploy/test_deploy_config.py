@@ -1,0 +1,195 @@
+"""Static checks of what ships: chalice config, the merge template and the IAM policy files.
+
+Fast (no packaging): these pin the contract of issue 5 so a careless edit fails here, before any deploy.
+"""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from chalicelib.settings import Settings
+
+from .cfn import UnresolvedReference, resolve
+from .support import CONFIG, MERGE_TEMPLATE, ROOT, cfn_names, load, policy
+
+SPEC_SETTINGS = {
+    "TEMPLATE_BUCKET", "TEMPLATE_PREFIX", "TEMPLATE_CACHE_TTL", "DEFAULT_TEMPLATE", "CALLS_TABLE",
+    "PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN", "PLIVO_AUTH_TOKEN_PARAM", "PLIVO_API_URL", "PUBLIC_BASE_URL",
+    "VERIFY_SIGNATURES", "PLIVO_CPS", "MAX_ATTEMPTS", "RETRY_DELAYS", "CALL_WINDOW", "DEFAULT_TZ",
+    "LOG_LEVEL",
+}
+# Exactly what the deployed code calls (PutItem and Scan are the CLI's, run with the user's own credentials).
+EXPECTED_ACTIONS = {
+    "logs:CreateLogStream", "logs:PutLogEvents",
+    "s3:GetObject", "s3:ListBucket",
+    "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query",
+    "ssm:GetParameter", "kms:Decrypt",
+}
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def template():
+    return load(MERGE_TEMPLATE)
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+# --- .chalice/config.json ---------------------------------------------------------------------------
+
+def test_config_has_the_three_stages_and_no_generated_policy(config):
+    assert set(config["stages"]) == {"dev", "prod", "local"}
+    assert config["autogen_policy"] is False
+    for stage in ("dev", "prod"):
+        assert (ROOT / ".chalice" / config["stages"][stage]["iam_policy_file"]).is_file()
+
+
+def test_function_sizes_and_timeouts(config):
+    api = config["lambda_functions"]["api_handler"]
+    launcher = config["lambda_functions"]["launch_calls"]
+    assert api["lambda_memory_size"] == 256  # SPEC Limits
+    assert 3 <= api["lambda_timeout"] <= 29  # API Gateway gives up after 29 s anyway
+    # Longer than the 1-minute schedule on purpose: the run stops claiming after its budget, the rest of the
+    # timeout lets in-flight Plivo requests finish and be recorded instead of dying as `unknown` jobs.
+    assert launcher["lambda_timeout"] > 60
+    assert launcher["lambda_memory_size"] >= 128
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod", "local"])
+def test_stage_environment_uses_spec_names_and_parses(config, stage):
+    env = config["stages"][stage].get("environment_variables", {})
+    assert set(env) <= SPEC_SETTINGS
+    assert all(isinstance(v, str) for v in env.values())
+    Settings.from_env(env)  # raises ConfigError on a malformed value
+
+
+def test_secrets_are_never_in_config(config):
+    text = CONFIG.read_text()
+    assert "PLIVO_AUTH_TOKEN\"" not in text
+
+
+# --- infra/resources.json ---------------------------------------------------------------------------
+
+def test_calls_table_definition(template):
+    table = template["Resources"]["CallsTable"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [{"AttributeName": "call_id", "KeyType": "HASH"}]
+    attrs = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
+    assert attrs == {"call_id": "S", "status": "S", "due_at": "N"}
+    (gsi,) = props["GlobalSecondaryIndexes"]
+    assert gsi["IndexName"] == "status-due_at-index"
+    assert gsi["KeySchema"] == [{"AttributeName": "status", "KeyType": "HASH"},
+                                {"AttributeName": "due_at", "KeyType": "RANGE"}]
+    assert gsi["Projection"] == {"ProjectionType": "ALL"}
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["DeletionPolicy"] == "Retain"
+
+
+def test_template_bucket_is_versioned_encrypted_and_private(template):
+    bucket = template["Resources"]["TemplateBucket"]
+    props = bucket["Properties"]
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+    block = props["PublicAccessBlockConfiguration"]
+    assert set(block) == {"BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"}
+    assert all(block.values())
+
+
+def test_both_functions_are_wired_to_bucket_table_and_token(template):
+    for function in ("APIHandler", "LaunchCalls"):
+        env = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert set(env) <= SPEC_SETTINGS
+        assert env["TEMPLATE_BUCKET"] == {"Ref": "TemplateBucket"}
+        assert env["TEMPLATE_PREFIX"] == {"Ref": "TemplatePrefix"}
+        assert env["CALLS_TABLE"] == {"Ref": "CallsTable"}
+        assert env["PLIVO_AUTH_TOKEN_PARAM"] == {"Ref": "PlivoAuthTokenParam"}
+        assert "PLIVO_AUTH_TOKEN" not in env
+    assert template["Parameters"]["PlivoAuthTokenParam"]["Type"] == "String"
+
+
+def test_public_base_url_wiring_is_not_circular(template, config):
+    stage = config["stages"]["prod"]["api_gateway_stage"]
+    launcher = template["Resources"]["LaunchCalls"]["Properties"]["Environment"]["Variables"]
+    when_custom, default = launcher["PUBLIC_BASE_URL"]["Fn::If"][1:]
+    assert when_custom == {"Ref": "PublicBaseUrl"}
+    assert default == {"Fn::Sub": f"https://${{RestAPI}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{stage}"}
+    # The API handler may only get a URL that does not depend on its own RestAPI.
+    api = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert "RestAPI" not in str(api)
+    assert api["PUBLIC_BASE_URL"]["Fn::If"][1:] == [{"Ref": "PublicBaseUrl"}, {"Ref": "AWS::NoValue"}]
+
+
+# --- .chalice/policy-<stage>.json -------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_policy_grants_exactly_the_actions_the_code_calls(stage):
+    statements = policy(stage)["Statement"]
+    actions = {a for s in statements for a in _as_list(s["Action"])}
+    assert actions == EXPECTED_ACTIONS
+    assert all(s["Effect"] == "Allow" and "NotAction" not in s and "NotResource" not in s for s in statements)
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_policy_resources_are_specific(stage):
+    names = cfn_names(bucket="b", table="t", prefix="templates/", token_param="/callflow/token")
+    resolved = resolve(policy(stage), names)
+    by_action: dict[str, set[str]] = {}
+    for statement in resolved["Statement"]:
+        for action in _as_list(statement["Action"]):
+            by_action.setdefault(action, set()).update(_as_list(statement["Resource"]))
+    assert by_action["s3:GetObject"] == {"arn:aws:s3:::b/templates/*"}
+    assert by_action["s3:ListBucket"] == {"arn:aws:s3:::b"}
+    table = "arn:aws:dynamodb:us-east-1:123456789012:table/t"
+    assert by_action["dynamodb:GetItem"] == by_action["dynamodb:UpdateItem"] == {table}
+    assert by_action["dynamodb:Query"] == {f"{table}/index/status-due_at-index"}
+    assert by_action["ssm:GetParameter"] == {"arn:aws:ssm:us-east-1:123456789012:parameter/callflow/token"}
+    for action, resources in by_action.items():
+        if action.split(":")[0] in ("s3", "dynamodb", "ssm"):
+            assert "*" not in resources and all(r.count("*") <= 1 for r in resources), action
+
+
+def test_kms_decrypt_only_through_ssm_for_the_token():
+    names = cfn_names(token_param="/callflow/token")
+    (kms,) = [s for s in resolve(policy(), names)["Statement"] if s["Action"] == ["kms:Decrypt"]]
+    condition = kms["Condition"]["StringEquals"]
+    assert condition["kms:ViaService"] == "ssm.us-east-1.amazonaws.com"
+    assert condition["kms:EncryptionContext:PARAMETER_ARN"].endswith(":parameter/callflow/token")
+
+
+def test_policy_references_only_what_the_template_defines(template):
+    """Every Ref/GetAtt in the policy must exist in the merged stack, or CloudFormation rejects the role."""
+    defined = set(template["Resources"]) | set(template["Parameters"])
+    names = {k: "x" for k in cfn_names() if k.split(".")[0] in defined or k.startswith("AWS::")}
+    resolve(policy(), names)
+    with pytest.raises(UnresolvedReference):
+        resolve(policy(), {k: v for k, v in names.items() if k != "CallsTable.Arn"})
+
+
+# --- the local stack builds its table from the same definition --------------------------------------
+
+def test_calls_table_definition_creates_a_working_table(template):
+    props = template["Resources"]["CallsTable"]["Properties"]
+    keys = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(TableName="callflow-calls", **{k: props[k] for k in keys})
+        described = client.describe_table(TableName="callflow-calls")["Table"]
+        assert described["GlobalSecondaryIndexes"][0]["IndexName"] == "status-due_at-index"
+        table = boto3.resource("dynamodb", region_name="us-east-1").Table("callflow-calls")
+        table.put_item(Item={"call_id": "a", "status": "pending", "due_at": 5})
+        page = table.query(IndexName="status-due_at-index",
+                           KeyConditionExpression="#s = :p AND due_at <= :n",
+                           ExpressionAttributeNames={"#s": "status"},
+                           ExpressionAttributeValues={":p": "pending", ":n": 10})
+        assert [i["call_id"] for i in page["Items"]] == ["a"]
