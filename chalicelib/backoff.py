@@ -1,0 +1,26 @@
+"""How long a job waits before its next try: retry delays after a failed call, jittered backoff after a
+throttled or failed request (so many throttled jobs do not all come back in the same second)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+TRANSIENT_BASE = 30.0
+TRANSIENT_CAP = 900.0
+
+
+def retry_delay(delays: Sequence[int], attempts: int) -> int:
+    """Seconds to wait before attempt `attempts + 1`: RETRY_DELAYS[attempts-1], the last one repeating."""
+    if not delays:
+        return 0
+    index = min(max(attempts, 1) - 1, len(delays) - 1)
+    return int(delays[index])
+
+
+def transient_delay(errors: int, rand: random.Random | None = None,
+                    base: float = TRANSIENT_BASE, cap: float = TRANSIENT_CAP) -> float:
+    """Backoff after the `errors`-th 429/5xx/refused in a row: exponential, capped, "equal jitter"."""
+    exp = min(cap, base * (2 ** max(errors - 1, 0)))
+    r = (rand or random).random()
+    return exp / 2 + r * exp / 2

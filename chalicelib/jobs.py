@@ -1,0 +1,260 @@
+"""Call jobs in DynamoDB: the only module that knows the table's shape and its conditional writes.
+
+Every state change is a conditional UpdateItem, so overlapping launcher runs and repeated Plivo
+callbacks cannot dial a job twice or undo each other's work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+STATUS_INDEX = "status-due_at-index"
+STATUSES = ("pending", "dialing", "placed", "completed", "failed", "cancelled", "unknown")
+
+
+class JobError(Exception):
+    """A job operation that cannot be done; the message is one readable line."""
+
+
+class JobExists(JobError):
+    pass
+
+
+class JobNotFound(JobError):
+    pass
+
+
+class JobStateError(JobError):
+    pass
+
+
+def plain(value: Any) -> Any:
+    """DynamoDB's Decimals → int/float, recursively, so items print as JSON and compare naturally."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, set):
+        return {plain(v) for v in value}
+    return value
+
+
+def _dynamo(value: Any) -> Any:
+    """Python values → what boto3's serializer accepts (floats become Decimals)."""
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, Mapping):
+        return {k: _dynamo(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_dynamo(v) for v in value]
+    return value
+
+
+def _num(value: float) -> Decimal:
+    return Decimal(str(round(value, 3)))
+
+
+class JobRepository:
+    """Call jobs stored in the table `table` (a boto3 DynamoDB Table resource)."""
+
+    def __init__(self, table, clock=time.time) -> None:
+        self.table = table
+        self.clock = clock
+
+    # --- producers and the CLI -------------------------------------------------------------------
+
+    def add(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        """Store a new job (status `pending` unless given); JobExists if its call_id is taken."""
+        job = dict(item)
+        if not job.get("call_id"):
+            raise JobError("call_id is required")
+        job.setdefault("status", "pending")
+        job.setdefault("due_at", self.clock())
+        job.setdefault("attempts", 0)
+        job.setdefault("created_at", self.clock())
+        if job["status"] not in STATUSES:
+            raise JobError(f"status {job['status']!r} is not one of {', '.join(STATUSES)}")
+        try:
+            self.table.put_item(Item=_dynamo(job), ConditionExpression="attribute_not_exists(call_id)")
+        except self._conditional_failed():
+            raise JobExists(f"job {job['call_id']!r} already exists") from None
+        return plain(_dynamo(job))
+
+    def get(self, call_id: str) -> dict[str, Any] | None:
+        item = self.table.get_item(Key={"call_id": call_id}, ConsistentRead=True).get("Item")
+        return plain(item) if item else None
+
+    def list(self, status: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every job (a Scan, for the CLI), or those with `status` oldest-due first (a GSI Query)."""
+        if status is None:
+            kwargs: dict[str, Any] = {}
+            while True:
+                page = self.table.scan(**kwargs)
+                yield from (plain(i) for i in page.get("Items", []))
+                if "LastEvaluatedKey" not in page:
+                    return
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        yield from self.query_status(status)
+
+    def cancel(self, call_id: str) -> dict[str, Any]:
+        """pending → cancelled; JobNotFound or JobStateError (naming the current status) otherwise."""
+        try:
+            reply = self.table.update_item(
+                Key={"call_id": call_id},
+                UpdateExpression="SET #s = :cancelled, updated_at = :now",
+                ConditionExpression="#s = :pending",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":cancelled": "cancelled", ":pending": "pending",
+                                           ":now": _num(self.clock())},
+                ReturnValues="ALL_NEW",
+            )
+        except self._conditional_failed():
+            current = self.get(call_id)
+            if current is None:
+                raise JobNotFound(f"job {call_id!r} does not exist") from None
+            raise JobStateError(
+                f"job {call_id!r} is {current.get('status')}; only pending jobs can be cancelled"
+            ) from None
+        return plain(reply["Attributes"])
+
+    # --- the launcher ----------------------------------------------------------------------------
+
+    def query_status(self, status: str, due_before: float | None = None,
+                     page_size: int = 100) -> Iterator[dict[str, Any]]:
+        """Jobs in `status` (due by `due_before`), oldest first, one GSI page in memory at a time."""
+        from boto3.dynamodb.conditions import Key
+
+        condition = Key("status").eq(status)
+        if due_before is not None:
+            condition = condition & Key("due_at").lte(_num(due_before))
+        kwargs: dict[str, Any] = {"IndexName": STATUS_INDEX, "KeyConditionExpression": condition,
+                                  "ScanIndexForward": True, "Limit": page_size}
+        while True:
+            page = self.table.query(**kwargs)
+            yield from (plain(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def claim(self, call_id: str, now: float) -> dict[str, Any] | None:
+        """pending (and due) → dialing, counting the attempt; the fresh item, or None if another run won."""
+        try:
+            reply = self.table.update_item(
+                Key={"call_id": call_id},
+                UpdateExpression="SET #s = :dialing, updated_at = :now, claimed_at = :now "
+                                 "ADD attempts :one",
+                ConditionExpression="#s = :pending AND due_at <= :now",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":dialing": "dialing", ":pending": "pending",
+                                           ":now": _num(now), ":one": 1},
+                ReturnValues="ALL_NEW",
+            )
+        except self._conditional_failed():
+            return None
+        return plain(reply["Attributes"])
+
+    def release(self, call_id: str, now: float, *, status: str, due_at: float | None = None,
+                last_error: str | None = None, count_attempt: bool = False,
+                transient_error: bool = False) -> bool:
+        """dialing → `status` (pending/failed/unknown). Unless the request may have reached Plivo
+        (`count_attempt`), the attempt the claim counted is given back."""
+        sets = ["#s = :status", "updated_at = :now"]
+        values: dict[str, Any] = {":status": status, ":now": _num(now), ":dialing": "dialing"}
+        adds = []
+        if due_at is not None:
+            sets.append("due_at = :due")
+            values[":due"] = _num(due_at)
+        if last_error is not None:
+            sets.append("last_error = :err")
+            values[":err"] = last_error[:1000]
+        if not count_attempt:
+            adds.append("attempts :minus")
+            values[":minus"] = -1
+        if transient_error:
+            adds.append("transient_errors :one")
+            values[":one"] = 1
+        else:
+            sets.append("transient_errors = :zero")
+            values[":zero"] = 0
+        expression = "SET " + ", ".join(sets) + (" ADD " + ", ".join(adds) if adds else "")
+        return self._conditional_update(call_id, expression, "#s = :dialing", values)
+
+    def mark_placed(self, call_id: str, now: float, request_uuid: str | None, api_id: str | None) -> bool:
+        """dialing → placed with Plivo's ids. If a hangup callback already moved the job on, only the
+        ids are recorded (the callback's state wins)."""
+        values = {":placed": "placed", ":now": _num(now), ":dialing": "dialing",
+                  ":uuid": request_uuid or "", ":api": api_id or ""}
+        done = self._conditional_update(
+            call_id,
+            "SET #s = :placed, updated_at = :now, request_uuid = :uuid, api_id = :api, "
+            "transient_errors = :zero REMOVE last_error",
+            "#s = :dialing", {**values, ":zero": 0},
+        )
+        if not done:
+            del values[":placed"], values[":dialing"]
+            self._conditional_update(
+                call_id, "SET request_uuid = :uuid, api_id = :api, updated_at = :now",
+                "attribute_exists(call_id)", values,
+            )
+        return done
+
+    def expire_dialing(self, call_id: str, cutoff: float, now: float, message: str) -> bool:
+        """A job dialing since before `cutoff` → unknown (its request may have gone out)."""
+        return self._conditional_update(
+            call_id,
+            "SET #s = :unknown, updated_at = :now, last_error = :err",
+            "#s = :dialing AND (attribute_not_exists(updated_at) OR updated_at <= :cutoff)",
+            {":unknown": "unknown", ":now": _num(now), ":err": message, ":dialing": "dialing",
+             ":cutoff": _num(cutoff)},
+        )
+
+    # --- the hangup callback ---------------------------------------------------------------------
+
+    def record_outcome(self, call_id: str, expected_status: str, expected_attempts: int,
+                       changes: Mapping[str, Any], remove: tuple[str, ...] = ()) -> bool:
+        """Apply a hangup's changes only if the job is still as read (status and attempts)."""
+        names = {"#s": "status"}
+        values: dict[str, Any] = {":expected": expected_status, ":attempts": expected_attempts}
+        sets = []
+        for index, (field, value) in enumerate(changes.items()):
+            names[f"#f{index}"] = field
+            values[f":v{index}"] = _dynamo(value)
+            sets.append(f"#f{index} = :v{index}")
+        expression = "SET " + ", ".join(sets)
+        if remove:
+            expression += " REMOVE " + ", ".join(remove)
+        if expected_attempts:
+            condition = "#s = :expected AND attempts = :attempts"
+        else:
+            condition = "#s = :expected AND (attribute_not_exists(attempts) OR attempts = :attempts)"
+        try:
+            self.table.update_item(
+                Key={"call_id": call_id}, UpdateExpression=expression, ConditionExpression=condition,
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+            )
+        except self._conditional_failed():
+            return False
+        return True
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _conditional_update(self, call_id: str, expression: str, condition: str,
+                            values: dict[str, Any]) -> bool:
+        names = {"#s": "status"} if "#s" in expression or "#s" in condition else None
+        kwargs: dict[str, Any] = {"Key": {"call_id": call_id}, "UpdateExpression": expression,
+                                  "ConditionExpression": condition, "ExpressionAttributeValues": values}
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        try:
+            self.table.update_item(**kwargs)
+        except self._conditional_failed():
+            return False
+        return True
+
+    def _conditional_failed(self):
+        return self.table.meta.client.exceptions.ConditionalCheckFailedException

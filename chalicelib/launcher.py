@@ -1,0 +1,240 @@
+"""The launcher: dial the due call jobs at the account's calls-per-second, each exactly once.
+
+One pass reads due jobs from the GSI page by page, claims each with a conditional update, validates it,
+waits for a rate-limit slot and posts it to Plivo from a bounded pool of workers (so request latency
+overlaps), then records the outcome. Anything it does not reach stays `pending` for the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from chalicelib import backoff, logs, plivo_api, windows
+from chalicelib.call_request import JobInvalid, build_call_body
+from chalicelib.settings import Settings
+
+log = logs.get_logger(__name__)
+
+SUMMARY_KEYS = ("due", "placed", "deferred", "failed", "unknown", "skipped")
+EXPECTED_LATENCY = 1.5  # seconds of Plivo latency the worker pool is sized to hide
+MAX_WORKERS = 100
+STALE_DIALING_SECONDS = 600.0
+RUN_BUDGET_SECONDS = 50.0  # stop claiming before the next scheduled run starts, so runs do not stack CPS
+SAFETY_SECONDS = 2.0
+
+
+class RateLimiter:
+    """Sliding log: never more than `capacity` starts within any `period` seconds.
+
+    `period` carries a small margin so that jitter between the slot and the packet reaching Plivo
+    cannot squeeze CPS + 1 arrivals into one second.
+    """
+
+    def __init__(self, cps: float, margin: float = 0.02,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        if cps >= 1:
+            self.capacity, self.period = int(cps), 1.0 + margin
+        else:
+            self.capacity, self.period = 1, 1.0 / cps + margin
+        self._starts: deque[float] = deque()
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._sleep = sleep
+
+    def acquire(self, cancelled: threading.Event | None = None) -> bool:
+        """Block until a start is allowed and take it; False if `cancelled` was set while waiting."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                while self._starts and now - self._starts[0] >= self.period:
+                    self._starts.popleft()
+                if len(self._starts) < self.capacity:
+                    self._starts.append(now)
+                    return True
+                wait = self._starts[0] + self.period - now
+            if cancelled is not None and cancelled.is_set():
+                return False
+            self._sleep(max(wait, 0.0005))
+
+
+def worker_count(cps: float) -> int:
+    """Enough workers to keep CPS starts going while each waits EXPECTED_LATENCY for Plivo, bounded."""
+    return max(2, min(MAX_WORKERS, math.ceil(cps * EXPECTED_LATENCY) + 2))
+
+
+class Launcher:
+    """One launcher pass over the jobs in `repo`, dialling through `plivo` (a PlivoClient)."""
+
+    def __init__(self, repo, plivo, settings: Settings, *, clock: Callable[[], float] = time.time,
+                 remaining_ms: Callable[[], int] | None = None, workers: int | None = None,
+                 run_budget: float | None = None, stale_after: float = STALE_DIALING_SECONDS,
+                 page_size: int = 100, limiter: RateLimiter | None = None) -> None:
+        self.repo = repo
+        self.plivo = plivo
+        self.settings = settings
+        self.clock = clock
+        self.remaining_ms = remaining_ms
+        self.workers = workers or worker_count(settings.plivo_cps)
+        self.run_budget = run_budget
+        self.stale_after = stale_after
+        self.page_size = page_size
+        self.limiter = limiter or RateLimiter(settings.plivo_cps)
+        self.public_base_url = settings.require("public_base_url")
+        self.counts: Counter[str] = Counter({key: 0 for key in SUMMARY_KEYS})
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.stop_reason: str | None = None
+        # Time a claimed job may still need: a rate-limit wait, one full request, the result write.
+        wait = self.workers / settings.plivo_cps
+        request = getattr(plivo, "max_request_seconds", 13.05)
+        self.reserve_ms = (wait + request + SAFETY_SECONDS) * 1000.0
+
+    # --- the pass --------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, int]:
+        started = self.clock()
+        self._expire_stale(started)
+        if hasattr(self.plivo, "ensure_pool"):
+            self.plivo.ensure_pool(self.workers)
+        slots = threading.Semaphore(self.workers)
+        try:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="dial") as pool:
+                for item in self.repo.query_status("pending", due_before=started, page_size=self.page_size):
+                    if self._should_stop(started):
+                        break
+                    slots.acquire()
+                    if self._should_stop(started):
+                        slots.release()
+                        break
+                    pool.submit(self._handle_slot, item["call_id"], started, slots)
+        finally:
+            summary = {key: self.counts[key] for key in SUMMARY_KEYS}
+            logs.log(log, logging.INFO, "launcher run finished", summary=summary,
+                     seconds=round(self.clock() - started, 3), stopped=self.stop_reason,
+                     cps=self.settings.plivo_cps, workers=self.workers)
+        return summary
+
+    def _should_stop(self, started: float) -> bool:
+        if self._stop.is_set():
+            return True
+        if self.remaining_ms is not None and self.remaining_ms() < self.reserve_ms:
+            self._halt("lambda time running out")
+        elif self.run_budget is not None and self.clock() - started >= self.run_budget:
+            self._halt("run budget used")
+        return self._stop.is_set()
+
+    def _halt(self, reason: str, level: int = logging.INFO) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self.stop_reason = reason
+            self._stop.set()
+        logs.log(log, level, "launcher stops claiming jobs", reason=reason)
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.counts[key] += 1
+
+    # --- one job ---------------------------------------------------------------------------------
+
+    def _handle_slot(self, call_id: str, started: float, slots: threading.Semaphore) -> None:
+        try:
+            self._handle(call_id, started)
+        except Exception as exc:  # one job's trouble never ends the pass; the sweep settles a stuck job
+            logs.log(log, logging.ERROR, "launcher job error", call_id=call_id,
+                     cause=f"{type(exc).__name__}: {exc}")
+        finally:
+            slots.release()
+
+    def _handle(self, call_id: str, started: float) -> None:
+        if self._stop.is_set():
+            return
+        self._count("due")
+        job = self.repo.claim(call_id, self.clock())
+        if job is None:
+            self._count("skipped")  # another run took it, or it changed since the query
+            return
+        now = self.clock()
+        window = job.get("window") or self.settings.call_window
+        tz = job.get("tz") or self.settings.default_tz
+        try:
+            opening = windows.next_opening(window, tz, now)
+            body = build_call_body(job, self.public_base_url)
+        except (windows.WindowError, JobInvalid) as exc:
+            self._finish(call_id, "failed", "failed", last_error=f"invalid job: {exc}")
+            logs.log(log, logging.WARNING, "invalid job not dialled", call_id=call_id, cause=str(exc))
+            return
+        if opening > now:
+            self._finish(call_id, "deferred", "pending", due_at=opening)
+            return
+        if self._stop.is_set() or not self.limiter.acquire(self._stop):
+            self._finish(call_id, "skipped", "pending")
+            return
+        result = self.plivo.create_call(body)
+        self._record(call_id, job, result)
+
+    def _record(self, call_id: str, job: dict[str, Any], result: plivo_api.CallResult) -> None:
+        now = self.clock()
+        fields = {"call_id": call_id, "http_status": result.status}
+        if result.outcome == plivo_api.PLACED:
+            self.repo.mark_placed(call_id, now, result.request_uuid, result.api_id)
+            self._count("placed")
+            logs.log(log, logging.INFO, "call placed", request_uuid=result.request_uuid,
+                     api_id=result.api_id, **fields)
+        elif result.outcome == plivo_api.RETRY:
+            errors = int(job.get("transient_errors") or 0) + 1
+            due = now + backoff.transient_delay(errors)
+            self._finish(call_id, "deferred", "pending", due_at=due, last_error=result.error,
+                         transient_error=True)
+            logs.log(log, logging.WARNING, "call not placed, will retry", cause=result.error,
+                     due_at=round(due), **fields)
+        elif result.outcome == plivo_api.UNKNOWN:
+            self._finish(call_id, "unknown", "unknown", last_error=result.error, count_attempt=True)
+            logs.log(log, logging.ERROR, "call may or may not be placed", cause=result.error, **fields)
+        elif result.outcome == plivo_api.AUTH_ERROR:
+            self._finish(call_id, "skipped", "pending", last_error=result.error)
+            self._halt("Plivo rejected the credentials (401)", logging.ERROR)
+            logs.log(log, logging.ERROR, "Plivo authentication failed; run stopped",
+                     cause=result.error, **fields)
+        else:
+            self._finish(call_id, "failed", "failed", last_error=result.error)
+            logs.log(log, logging.WARNING, "call rejected by Plivo", cause=result.error, **fields)
+
+    def _finish(self, call_id: str, counter: str, status: str, **changes: Any) -> None:
+        self.repo.release(call_id, self.clock(), status=status, **changes)
+        self._count(counter)
+
+    # --- jobs whose run died between claim and result -------------------------------------------
+
+    def _expire_stale(self, now: float) -> None:
+        cutoff = now - self.stale_after
+        for job in self.repo.query_status("dialing", page_size=self.page_size):
+            claimed = job.get("updated_at", job.get("due_at", 0))
+            if claimed > cutoff:
+                continue
+            message = f"still dialing {round(now - claimed)} s after its claim; the call may have been placed"
+            if self.repo.expire_dialing(job["call_id"], cutoff, now, message):
+                self._count("due")
+                self._count("unknown")
+                logs.log(log, logging.ERROR, "stale dialing job marked unknown", call_id=job["call_id"])
+
+
+def launch(remaining_ms: Callable[[], int] | None = None) -> dict[str, int]:
+    """The scheduled Lambda's (and `callflow launch`'s) entry point: one pass with the live settings."""
+    from chalicelib import resources
+
+    try:
+        settings = resources.settings()
+        launcher = Launcher(resources.job_repository(), resources.plivo_client(), settings,
+                            remaining_ms=remaining_ms, run_budget=RUN_BUDGET_SECONDS)
+    except Exception as exc:
+        logs.log(log, logging.ERROR, "launcher cannot start", cause=f"{type(exc).__name__}: {exc}")
+        raise
+    return launcher.run()

@@ -1,0 +1,123 @@
+"""Job → Call API body, checked field for field against what plivo-python sends for the same call."""
+
+from __future__ import annotations
+
+import json
+import threading
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import plivo
+import pytest
+
+from chalicelib.call_request import JobInvalid, build_call_body
+from tests.launcher.conftest import AUTH_ID, AUTH_TOKEN, BASE
+
+
+@pytest.fixture
+def capture():
+    """A local HTTP server that records each JSON body it is sent and answers like Plivo."""
+    bodies: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            bodies.append(json.loads(raw))
+            reply = json.dumps({"message": "call fired", "request_uuid": "r-1", "api_id": "a-1"}).encode()
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", bodies
+    server.shutdown()
+    server.server_close()
+
+
+def sdk_body(base_url: str, bodies: list, monkeypatch, **kwargs) -> dict:
+    monkeypatch.setattr(plivo.rest.client, "API_VOICE_BASE_URI", f"{base_url}/v1/Account")
+    client = plivo.RestClient(AUTH_ID, AUTH_TOKEN)
+    client.calls.create(**kwargs)
+    return bodies.pop()
+
+
+@pytest.mark.parametrize("job, sdk_args", [
+    (
+        {"call_id": "job-1", "to": "14155550100", "from": "14155559999",
+         "headers": {"CustomerId": "C42", "Lang": "en"}},
+        {"from_": "14155559999", "to_": "14155550100", "answer_url": f"{BASE}/answer",
+         "answer_method": "POST", "hangup_url": f"{BASE}/hangup?call_id=job-1", "hangup_method": "POST",
+         "sip_headers": "CustomerId=C42,Lang=en"},
+    ),
+    (
+        {"call_id": "job 2/x", "to": "sip:alice@phone.plivo.com", "from": "14155559999",
+         "headers": {"Template": "Reminder"}, "answer_url": "https://other.example/answer",
+         "answer_method": "get", "caller_name": "Clinic", "ring_timeout": Decimal(30),
+         "time_limit": Decimal(600), "machine_detection": "hangup"},
+        {"from_": "14155559999", "to_": "sip:alice@phone.plivo.com",
+         "answer_url": "https://other.example/answer", "answer_method": "GET",
+         "hangup_url": f"{BASE}/hangup?call_id=job%202%2Fx", "hangup_method": "POST",
+         "sip_headers": "Template=Reminder", "caller_name": "Clinic", "ring_timeout": 30, "time_limit": 600,
+         "machine_detection": "hangup"},
+    ),
+    (
+        {"call_id": "no-headers", "to": "442071234567", "from": "14155559999"},
+        {"from_": "14155559999", "to_": "442071234567", "answer_url": f"{BASE}/answer",
+         "answer_method": "POST", "hangup_url": f"{BASE}/hangup?call_id=no-headers",
+         "hangup_method": "POST"},
+    ),
+])
+def test_body_equals_what_plivo_python_sends(job, sdk_args, capture, monkeypatch):
+    base_url, bodies = capture
+    expected = sdk_body(base_url, bodies, monkeypatch, **sdk_args)
+    ours = build_call_body(job, BASE)
+    assert ours == expected
+    assert json.loads(json.dumps(ours)) == expected  # and it survives JSON as-is
+
+
+def test_body_goes_over_the_wire_unchanged(capture):
+    from chalicelib.plivo_api import PlivoClient
+
+    base_url, bodies = capture
+    body = build_call_body({"call_id": "x", "to": "14155550100", "from": "14155559999",
+                            "headers": {"A": "1"}}, BASE)
+    result = PlivoClient(AUTH_ID, AUTH_TOKEN, base_url).create_call(body)
+    assert (result.outcome, result.request_uuid, result.api_id) == ("placed", "r-1", "a-1")
+    assert bodies == [body]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"headers": {"Customer-Id": "1"}}, "header name 'Customer-Id' may contain only letters"),
+    ({"headers": {"Customer Id": "1"}}, "header name 'Customer Id' may contain only letters"),
+    ({"headers": {"N" * 25: "1"}}, "is 25 characters long (at most 24)"),
+    ({"headers": {"Name": "v" * 121}}, "value is 121 characters long (at most 120)"),
+    ({"to": "1415abc0100"}, "to '1415abc0100' must be digits"),
+    ({"to": "+14155550100"}, "must be digits (E.164 without '+')"),
+    ({"to": ""}, "to '' must be digits"),
+    ({"from": "ACME"}, "from 'ACME' must be digits"),
+    ({"to": "14155559999"}, "to and from must differ"),
+    ({"answer_method": "PUT"}, "answer_method 'PUT' must be GET or POST"),
+    ({"answer_url": "ftp://x"}, "answer_url 'ftp://x' must be an http(s) URL"),
+    ({"ring_timeout": "soon"}, "ring_timeout 'soon' must be a whole number"),
+    ({"machine_detection": "maybe"}, "machine_detection 'maybe' must be true or hangup"),
+    ({"caller_name": "x" * 51}, "caller_name must be text of at most 50 characters"),
+])
+def test_invalid_jobs_say_exactly_what_is_wrong(changes, message):
+    job = {"call_id": "j", "to": "14155550100", "from": "14155559999", "headers": {"Ok": "1"}, **changes}
+    with pytest.raises(JobInvalid) as raised:
+        build_call_body(job, BASE)
+    assert message in str(raised.value)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(JobInvalid) as raised:
+        build_call_body({"call_id": "j", "to": "abc", "from": "x", "headers": {"a-b": "c d"}}, BASE)
+    text = str(raised.value)
+    assert "to 'abc'" in text and "from 'x'" in text and "'a-b'" in text and "'c d'" in text
