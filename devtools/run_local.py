@@ -1,0 +1,488 @@
+"""`make run`: the whole call flow on this machine, with no AWS account and no Plivo account.
+
+Starts, each on its own port: a moto server (S3 + DynamoDB), `chalice local --stage local` (the /answer and
+/hangup routes), the Plivo simulator; creates the template bucket and the calls table (from
+infra/resources.json, like the deploy), pushes templates/, runs the launcher at once and then every minute
+(chalice local runs no schedules), enqueues a demo call and tells, in plain words, what it heard and how it
+ended. Ctrl-C stops every process it started. Logs of each process go to .local/logs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devtools import local_aws
+
+ROOT = Path.cwd()
+SIM_AUTH_ID = "MASIMULATOR000000000"
+SIM_AUTH_TOKEN = "local-simulator-token"  # noqa: S105 - the simulator's own fake account
+DEMO_TO = "14155550123"
+DEMO_FROM = "14155550100"
+DEMO_HEADERS = {"Template": "Reminder", "Name": "Ada", "Date": "Tuesday"}
+FINAL_STATUSES = ("completed", "failed", "unknown", "cancelled")
+DEMO_MARKER = "==> demo call finished:"
+
+
+class StartupError(Exception):
+    """The stack cannot start; the message says why in one line."""
+
+
+def say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+# --------------------------------------------------------------------------- ports and processes
+
+def port_problem(host: str, port: int) -> str | None:
+    """None if `port` can be listened on, else why not (checked before anything is started)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "already in use"
+            return exc.strerror or str(exc)
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Supervisor:
+    """Starts processes in their own sessions so that stopping one also stops anything it spawned."""
+
+    log_dir: Path
+    children: list[Child] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], env: Mapping[str, str], cwd: Path) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                                       stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        child = Child(name, process, log_path)
+        self.children.append(child)
+        return child
+
+    def wait_ready(self, child: Child, ready: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if child.process.poll() is not None:
+                raise StartupError(f"{child.name} exited during start-up (code {child.process.returncode}):\n"
+                                   f"{child.tail()}")
+            if ready():
+                return
+            time.sleep(0.1)
+        raise StartupError(f"{child.name} was not ready after {timeout:.0f} s; see {child.log_path}")
+
+    def dead(self) -> Child | None:
+        for child in self.children:
+            if child.process.poll() is not None:
+                return child
+        return None
+
+    def stop_all(self, grace: float = 5.0) -> None:
+        """SIGTERM every process group, SIGKILL what is left after `grace` (threads watch the stop event)."""
+        for thread in self.threads:
+            thread.join(timeout=grace)
+        for child in reversed(self.children):
+            _signal_group(child.process, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in reversed(self.children):
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for child in self.children:
+            _signal_group(child.process, signal.SIGKILL)  # whatever is left, including grandchildren
+            try:
+                child.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        self.children.clear()
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _http_ready(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        import requests
+
+        try:
+            requests.get(url, timeout=0.5)
+        except requests.RequestException:
+            return False
+        return True
+
+    return check
+
+
+# --------------------------------------------------------------------------- the stack
+
+@dataclass
+class Stack:
+    """Ports and environment of one local stack; `env` is what every process (and the CLI) needs."""
+
+    api_port: int
+    moto_port: int
+    plivo_port: int
+    host: str = "127.0.0.1"
+    root: Path = ROOT
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def moto_url(self) -> str:
+        return f"http://{self.host}:{self.moto_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def plivo_url(self) -> str:
+        return f"http://{self.host}:{self.plivo_port}"
+
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ if base is None else base)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "PLIVO_AUTH_TOKEN_PARAM"):
+            env.pop(name, None)
+        env.update({
+            "AWS_ENDPOINT_URL": self.moto_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto accepts anything
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "TEMPLATE_BUCKET": local_aws.BUCKET,
+            "CALLS_TABLE": local_aws.TABLE,
+            "PLIVO_AUTH_ID": SIM_AUTH_ID,
+            "PLIVO_AUTH_TOKEN": SIM_AUTH_TOKEN,
+            "PLIVO_API_URL": self.plivo_url,
+            "PUBLIC_BASE_URL": self.api_url,
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.setdefault("TEMPLATE_CACHE_TTL", "5")
+        env.update(self.extra_env)
+        return env
+
+    def ports(self) -> list[tuple[str, str, int]]:
+        return [("API (chalice local)", "API_PORT", self.api_port),
+                ("moto server", "MOTO_PORT", self.moto_port),
+                ("Plivo simulator", "PLIVO_PORT", self.plivo_port)]
+
+    def check_ports(self) -> None:
+        seen: dict[int, str] = {}
+        for label, variable, port in self.ports():
+            if port in seen:
+                raise StartupError(f"{label} and {seen[port]} cannot share port {port}")
+            seen[port] = label
+            problem = port_problem(self.host, port)
+            if problem:
+                raise StartupError(f"port {port} for the {label} is {problem}: stop what is using it, "
+                                   f"or pick another one, e.g. `make run {variable}={port + 1}`")
+
+    def start(self, supervisor: Supervisor, status_by_suffix: Mapping[str, str] | None = None) -> None:
+        """Start moto, create bucket and table, start the simulator and chalice local; all ready on return."""
+        env = self.env()
+        python = sys.executable
+        moto = supervisor.start("moto", [python, "-m", "moto.server", "-H", self.host, "-p",
+                                         str(self.moto_port)], env, self.root)
+        supervisor.wait_ready(moto, _http_ready(f"{self.moto_url}/moto-api/"), 30)
+        self.create_resources()
+        sim_argv = [python, "-m", "devtools.plivo_sim", "--host", self.host, "--port", str(self.plivo_port),
+                    "--auth-id", SIM_AUTH_ID, "--auth-token", SIM_AUTH_TOKEN, "--play-calls"]
+        for suffix, status in (status_by_suffix or {}).items():
+            sim_argv += ["--status", f"{suffix}={status}"]
+        sim = supervisor.start("plivo-sim", sim_argv, env, self.root)
+        chalice = supervisor.start(
+            "chalice",
+            [python, "-c", "import sys; from chalice.cli import main; sys.exit(main())", "local",
+             "--stage", "local", "--host", self.host, "--port", str(self.api_port), "--no-autoreload"],
+            env, self.root,
+        )
+        supervisor.wait_ready(sim, _http_ready(f"{self.plivo_url}/__sim/config"), 30)
+        supervisor.wait_ready(chalice, _http_ready(f"{self.api_url}/answer"), 60)
+
+    def boto_client(self, service: str):
+        import boto3
+
+        env = self.env()
+        return boto3.client(service, endpoint_url=self.moto_url, region_name=env["AWS_DEFAULT_REGION"],
+                            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+    def create_resources(self) -> None:
+        local_aws.ensure_bucket(self.boto_client("s3"), local_aws.BUCKET)
+        local_aws.ensure_table(self.boto_client("dynamodb"), local_aws.TABLE,
+                               self.root / "infra" / "resources.json")
+
+    def callflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run the CLI as a user would (`python -m chalicelib.cli ...`) against this stack."""
+        return subprocess.run([sys.executable, "-m", "chalicelib.cli", *args], cwd=self.root, env=self.env(),
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def heard(self) -> list[dict[str, Any]]:
+        import requests
+
+        return requests.get(f"{self.plivo_url}/__sim/heard", timeout=5).json()
+
+
+# --------------------------------------------------------------------------- scheduler and demo
+
+class Scheduler(threading.Thread):
+    """chalice local runs no schedules: run the launcher now and then every `interval` seconds."""
+
+    def __init__(self, stack: Stack, interval: float, stop: threading.Event) -> None:
+        super().__init__(name="scheduler", daemon=True)
+        self.stack = stack
+        self.interval = interval
+        self.stop_event = stop
+        self.kick = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.run_once()
+            self.kick.wait(self.interval)
+            self.kick.clear()
+
+    def run_once(self) -> None:
+        """One `callflow launch` in a child process (a fresh interpreter, like a Lambda invocation)."""
+        process = subprocess.Popen([sys.executable, "-m", "chalicelib.cli", "launch"], cwd=self.stack.root,
+                                   env=self.stack.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, start_new_session=True)
+        watcher = threading.Thread(target=self._stop_on_shutdown, args=(process,), daemon=True)
+        watcher.start()
+        stdout, stderr = process.communicate()
+        if self.stop_event.is_set():
+            return
+        if process.returncode == 0:
+            say(f"[scheduler] launcher pass: {_summary(stdout)}")
+        else:
+            lines = (stderr or stdout).strip().splitlines()
+            say(f"[scheduler] launcher pass failed: {lines[-1] if lines else process.returncode}")
+
+    def _stop_on_shutdown(self, process: subprocess.Popen) -> None:
+        while process.poll() is None:
+            if self.stop_event.wait(0.2):
+                _signal_group(process, signal.SIGTERM)
+                try:
+                    process.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    _signal_group(process, signal.SIGKILL)
+                return
+
+
+def _summary(stdout: str) -> str:
+    import json
+
+    try:
+        data = json.loads(stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return stdout.strip()
+    return ", ".join(f"{count} {name}" for name, count in data.items())
+
+
+def enqueue_demo(stack: Stack) -> str:
+    call_id = f"demo-{int(time.time())}"
+    args = ["calls", "add", "--id", call_id, "--to", DEMO_TO, "--from", DEMO_FROM, "--window", "00:00-24:00"]
+    for name, value in DEMO_HEADERS.items():
+        args += ["--header", f"{name}={value}"]
+    result = stack.callflow(*args)
+    if result.returncode != 0:
+        problem = result.stderr.strip() or result.stdout.strip()
+        raise StartupError(f"could not enqueue the demo call: {problem}")
+    return call_id
+
+
+def describe(job: Mapping[str, Any], heard: Mapping[str, Any] | None) -> list[str]:
+    """What the demo caller experienced, in plain words."""
+    headers = ", ".join(f"{k}={v}" for k, v in (job.get("headers") or {}).items()) or "none"
+    lines = [f"Demo call {job['call_id']}: from {job.get('from')} to {job.get('to')}, headers {headers}."]
+    if heard is None:
+        lines.append("  The simulator has no record of what the caller heard.")
+    elif heard.get("error"):
+        lines.append(f"  Plivo could not use the answer: {heard['error']}")
+    else:
+        for event in heard.get("events", []):
+            lines.append("  " + _event_words(event))
+        if not heard.get("events"):
+            lines.append(f"  The call was not answered (CallStatus {heard.get('call_status')}).")
+    outcome = job.get("outcome") or (heard or {}).get("call_status") or "?"
+    cause = job.get("hangup_cause") or (heard or {}).get("hangup_cause") or ""
+    duration = job.get("duration", (heard or {}).get("duration", 0))
+    lines.append(f"  The call ended: {outcome}{f' ({cause})' if cause else ''} after {duration} s; "
+                 f"the job is now {job.get('status')}"
+                 + (f", CallUUID {job['call_uuid']}" if job.get("call_uuid") else "") + ".")
+    return lines
+
+
+def _event_words(event: Mapping[str, Any]) -> str:
+    verb = event.get("verb")
+    if verb == "Speak":
+        return f'The caller heard: "{event.get("text")}"'
+    if verb == "Play":
+        return f"The caller heard the audio file {event.get('url')}"
+    if verb in ("GetDigits", "GetInput"):
+        prompts = "; ".join(_event_words(p) for p in event.get("prompts", []))
+        wanted = f"{event.get('num_digits')} digit(s)" if event.get("num_digits") else "digits"
+        return f"The caller was asked for {wanted} ({prompts or 'no prompt'}) and pressed nothing."
+    if verb == "Wait":
+        return f"Silence for {event.get('length')} s."
+    if verb == "Hangup":
+        return "The app hung up" + (f" (reason {event['reason']})." if event.get("reason") else ".")
+    if verb == "Redirect":
+        return f"The call was redirected to {event.get('url')}"
+    if verb == "Dial":
+        return f"The call was transferred to {', '.join(event.get('targets', []))}"
+    return f"<{verb}> {event.get('text') or ''}".rstrip()
+
+
+def wait_for_demo(stack: Stack, call_id: str, stop: threading.Event,
+                  timeout: float) -> tuple[dict, dict | None]:
+    """Wait until the demo job has its hangup recorded (final, or back to pending for a retry)."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    from chalicelib.jobs import plain
+
+    client = stack.boto_client("dynamodb")
+    deserialize = TypeDeserializer().deserialize
+    deadline = time.monotonic() + timeout
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline and not stop.is_set():
+        item = client.get_item(TableName=local_aws.TABLE, Key={"call_id": {"S": call_id}},
+                               ConsistentRead=True).get("Item")
+        if item:
+            job = plain({k: deserialize(v) for k, v in item.items()})
+            if job.get("status") in FINAL_STATUSES or job.get("outcome"):
+                heard = next((h for h in stack.heard() if h.get("request_uuid") == job.get("request_uuid")),
+                             None)
+                return job, heard
+        stop.wait(0.25)
+    raise TimeoutError(f"the demo call had no outcome after {timeout:.0f} s (job status "
+                       f"{job.get('status', 'missing')}); see {stack.root / '.local' / 'logs'}")
+
+
+# --------------------------------------------------------------------------- main
+
+def run(stack: Stack, interval: float, demo: bool, demo_timeout: float) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    supervisor = Supervisor(stack.root / ".local" / "logs")
+    code = 0
+    try:
+        stack.check_ports()
+        say(f"starting moto server on {stack.moto_url}, the Plivo simulator on {stack.plivo_url}, "
+            f"chalice local on {stack.api_url} ...")
+        stack.start(supervisor, status_by_suffix={"0": "busy"})
+        pushed = stack.callflow("templates", "push", str(stack.root / "templates"))
+        if pushed.returncode != 0:
+            raise StartupError(f"templates push failed:\n{pushed.stderr.strip()}")
+        say(pushed.stdout.strip())
+        call_id = enqueue_demo(stack) if demo else None
+        if call_id:
+            say(f"enqueued demo call {call_id} to {DEMO_TO} with headers "
+                + ", ".join(f"X-PH-{k}={v}" for k, v in DEMO_HEADERS.items()))
+        scheduler = Scheduler(stack, interval, stop)
+        scheduler.start()
+        supervisor.threads.append(scheduler)
+        if call_id:
+            job, heard = wait_for_demo(stack, call_id, stop, demo_timeout)
+            for line in describe(job, heard):
+                say(line)
+            say(f"{DEMO_MARKER} {job.get('outcome') or job.get('status')} (job {job.get('status')})")
+        banner(stack, interval)
+        while not stop.wait(0.5):
+            dead = supervisor.dead()
+            if dead is not None:
+                say(f"{dead.name} stopped unexpectedly (code {dead.process.returncode}):\n{dead.tail()}")
+                code = 1
+                break
+    except StartupError as exc:
+        say(f"make run: {exc}")
+        code = 2
+    except TimeoutError as exc:
+        say(f"make run: {exc}")
+        code = 1
+    finally:
+        stop.set()
+        count = len(supervisor.children)
+        supervisor.stop_all()
+        if count:
+            say(f"stopped {count} processes; bye.")
+    return code
+
+
+def banner(stack: Stack, interval: float) -> None:
+    env = stack.env({})
+    exports = " ".join(f"{name}={env[name]}" for name in (
+        "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+        "TEMPLATE_BUCKET", "CALLS_TABLE", "PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN", "PLIVO_API_URL",
+        "PUBLIC_BASE_URL"))
+    say("")
+    say(f"callflow is running: answer URL {stack.api_url}/answer, hangup URL {stack.api_url}/hangup.")
+    say(f"The launcher runs every {interval:.0f} s. Logs: {stack.root / '.local' / 'logs'}/")
+    say("To use the CLI against this stack, in another terminal:")
+    say(f"  export {exports}")
+    say("  .venv/bin/callflow calls add --to 14155550110 --from 14155550100 --header Campaign=Spring")
+    say("  (destinations ending in 0 are busy in the simulator, so you can watch the retry)")
+    say("Press Ctrl-C to stop.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make run", description=__doc__.split("\n")[0])
+    parser.add_argument("--api-port", type=int, default=8000)
+    parser.add_argument("--moto-port", type=int, default=5000)
+    parser.add_argument("--plivo-port", type=int, default=8111)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--interval", type=float, default=60.0, help="seconds between launcher passes")
+    parser.add_argument("--no-demo", action="store_true", help="do not enqueue the demo call")
+    parser.add_argument("--demo-timeout", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    stack = Stack(args.api_port, args.moto_port, args.plivo_port, host=args.host, root=Path.cwd(),
+                  extra_env={"RETRY_DELAYS": os.environ.get("RETRY_DELAYS", "60")})
+    return run(stack, args.interval, not args.no_demo, args.demo_timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
