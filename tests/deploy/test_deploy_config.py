@@ -71,6 +71,13 @@ def test_stage_environment_uses_spec_names_and_parses(config, stage):
     Settings.from_env(env)  # raises ConfigError on a malformed value
 
 
+def test_dev_stage_sets_no_environment(config):
+    """chalice.test.Client (stage dev by default) lays the stage's variables over os.environ: any value
+    here would silently override what a test configured."""
+    assert not config["stages"]["dev"].get("environment_variables")
+    assert not config.get("environment_variables")
+
+
 def test_secrets_are_never_in_config(config):
     text = CONFIG.read_text()
     assert "PLIVO_AUTH_TOKEN\"" not in text
