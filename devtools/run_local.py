@@ -39,6 +39,10 @@ class StartupError(Exception):
     """The stack cannot start; the message says why in one line."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C while starting: stop quietly."""
+
+
 def say(message: str = "") -> None:
     print(message, flush=True)
 
@@ -83,6 +87,7 @@ class Supervisor:
     """Starts processes in their own sessions so that stopping one also stops anything it spawned."""
 
     log_dir: Path
+    stop: threading.Event = field(default_factory=threading.Event)
     children: list[Child] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
 
@@ -99,6 +104,8 @@ class Supervisor:
     def wait_ready(self, child: Child, ready: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.stop.is_set():
+                raise Interrupted()
             if child.process.poll() is not None:
                 raise StartupError(f"{child.name} exited during start-up (code {child.process.returncode}):\n"
                                    f"{child.tail()}")
@@ -150,6 +157,17 @@ def _http_ready(url: str) -> Callable[[], bool]:
         except requests.RequestException:
             return False
         return True
+
+    return check
+
+
+def _tcp_ready(host: str, port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
 
     return check
 
@@ -237,7 +255,9 @@ class Stack:
             env, self.root,
         )
         supervisor.wait_ready(sim, _http_ready(f"{self.plivo_url}/__sim/config"), 30)
-        supervisor.wait_ready(chalice, _http_ready(f"{self.api_url}/answer"), 60)
+        # A TCP connect, not a request: chalice local listens only once app.py is imported, and an early
+        # /answer would make the warm template cache remember that routes.json is missing.
+        supervisor.wait_ready(chalice, _tcp_ready(self.host, self.api_port), 60)
 
     def boto_client(self, service: str):
         import boto3
@@ -394,6 +414,8 @@ def wait_for_demo(stack: Stack, call_id: str, stop: threading.Event,
                              None)
                 return job, heard
         stop.wait(0.25)
+    if stop.is_set():
+        raise Interrupted()
     raise TimeoutError(f"the demo call had no outcome after {timeout:.0f} s (job status "
                        f"{job.get('status', 'missing')}); see {stack.root / '.local' / 'logs'}")
 
@@ -408,7 +430,7 @@ def run(stack: Stack, interval: float, demo: bool, demo_timeout: float) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    supervisor = Supervisor(stack.root / ".local" / "logs")
+    supervisor = Supervisor(stack.root / ".local" / "logs", stop)
     code = 0
     try:
         stack.check_ports()
@@ -426,11 +448,15 @@ def run(stack: Stack, interval: float, demo: bool, demo_timeout: float) -> int:
         scheduler = Scheduler(stack, interval, stop)
         scheduler.start()
         supervisor.threads.append(scheduler)
-        if call_id:
-            job, heard = wait_for_demo(stack, call_id, stop, demo_timeout)
-            for line in describe(job, heard):
-                say(line)
-            say(f"{DEMO_MARKER} {job.get('outcome') or job.get('status')} (job {job.get('status')})")
+        if call_id and not stop.is_set():
+            try:
+                job, heard = wait_for_demo(stack, call_id, stop, demo_timeout)
+            except TimeoutError as exc:
+                say(f"{DEMO_MARKER} no outcome: {exc}")
+            else:
+                for line in describe(job, heard):
+                    say(line)
+                say(f"{DEMO_MARKER} {job.get('outcome') or job.get('status')} (job {job.get('status')})")
         banner(stack, interval)
         while not stop.wait(0.5):
             dead = supervisor.dead()
@@ -441,9 +467,8 @@ def run(stack: Stack, interval: float, demo: bool, demo_timeout: float) -> int:
     except StartupError as exc:
         say(f"make run: {exc}")
         code = 2
-    except TimeoutError as exc:
-        say(f"make run: {exc}")
-        code = 1
+    except Interrupted:
+        pass
     finally:
         stop.set()
         count = len(supervisor.children)
