@@ -1,0 +1,136 @@
+"""`make run` from a fresh clone: the demo call's outcome within 90 s, and Ctrl-C leaves nothing behind.
+
+The clone reuses this checkout's virtualenv (a symlink; `make -o` keeps make from reinstalling into it):
+creating a venv is pip's job, not what this test is about.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from devtools.run_local import DEMO_MARKER, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+OUR_VARIABLES = ("AWS_", "PLIVO_", "TEMPLATE_", "CALLS_")
+DEMO_HEARD = 'The caller heard: "Hello Ada, this is your appointment reminder for Tuesday."'
+
+
+def processes_in(directory: Path) -> list[str]:
+    """Processes whose working directory is inside `directory` (what `make run` started there)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cwd == str(directory) or cwd.startswith(f"{directory}/"):
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
+    output = ""
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while marker not in output and time.monotonic() < deadline:
+        if process.poll() is not None:
+            output += process.stdout.read()
+            break
+        if selector.select(timeout=0.5):
+            line = process.stdout.readline()
+            output += line
+    return output
+
+
+@pytest.fixture
+def clone(tmp_path):
+    target = tmp_path / "callflow"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(target)], check=True)
+    (target / ".venv").symlink_to(ROOT / ".venv")
+    yield target
+    leftovers = processes_in(target)
+    for line in leftovers:
+        try:
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(target, ignore_errors=True)
+
+
+def make_run(clone: Path, api: int, moto: int, plivo: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["make", "--no-print-directory", "-o", ".venv/.installed", "run", f"API_PORT={api}",
+         f"MOTO_PORT={moto}", f"PLIVO_PORT={plivo}"],
+        cwd=clone, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith(OUR_VARIABLES)},
+    )
+
+
+def test_make_run_shows_the_demo_call_and_stops_cleanly(clone):
+    api, moto, plivo = free_port(), free_port(), free_port()
+    started = time.monotonic()
+    process = make_run(clone, api, moto, plivo)
+    try:
+        output = read_until(process, DEMO_MARKER, 90)
+        assert DEMO_MARKER in output, output
+        assert time.monotonic() - started < 90
+        assert f"{DEMO_MARKER} completed" in output, output
+        assert DEMO_HEARD in output, output
+        assert len(processes_in(clone)) >= 4  # make, run_local, moto, simulator, chalice local
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        try:
+            rest, _ = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    assert "stopped 3 processes" in rest, rest
+    assert "Traceback" not in output + rest
+    assert no_processes_left(clone)
+
+    # The ports are free again and nothing is left over: a second `make run` works the same way.
+    second = make_run(clone, api, moto, plivo)
+    try:
+        output = read_until(second, DEMO_MARKER, 90)
+        assert f"{DEMO_MARKER} completed" in output, output
+    finally:
+        os.killpg(second.pid, signal.SIGINT)
+        second.communicate(timeout=20)
+    assert no_processes_left(clone)
+
+
+def no_processes_left(clone: Path, grace: float = 5.0) -> bool:
+    deadline = time.monotonic() + grace
+    while processes_in(clone) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_in(clone) == []
+    return True
+
+
+def test_port_in_use_gives_a_clear_message(clone):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        process = make_run(clone, free_port(), port, free_port())
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert f"port {port} for the moto server is already in use" in output, output
+    assert "Traceback" not in output
+    assert no_processes_left(clone)
