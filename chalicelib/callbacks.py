@@ -137,7 +137,9 @@ def signature_problem(request: Any, settings: Settings, callback: Callback) -> s
 
 
 def _forbidden(request: Any, callback: Callback | None, reason: str) -> Response:
-    logs.log(log, logging.WARNING, "callback rejected", path=request.path, reason=reason,
+    # "cannot ..." means our configuration is wrong, not the caller: that needs an operator.
+    level = logging.ERROR if reason.startswith("cannot") else logging.WARNING
+    logs.log(log, level, "callback rejected", path=request.path, reason=reason,
              call_uuid=callback.params.get("CallUUID") if callback else None)
     return Response(body="Forbidden\n", status_code=403, headers={"Content-Type": "text/plain"})
 

@@ -89,6 +89,10 @@ class TemplateStore:
         self.compiles = 0  # how many template versions were compiled (observable cache behaviour)
         self.s3_requests = 0
 
+    def cache_sizes(self) -> dict[str, int]:
+        """How many compiled templates and remembered unknown names this container holds."""
+        return {"templates": len(self._templates), "unknown": len(self._unknown)}
+
     def key(self, name: str) -> str:
         return f"{self.prefix}{name}.xml"
 
@@ -220,10 +224,14 @@ class TemplateStore:
             status = error.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status == 304 or code in ("304", "NotModified"):
                 return _NOT_MODIFIED
-            if status == 404 or code in _MISSING_CODES:
+            if code == "NoSuchBucket":
+                pass  # a configuration error: nothing in the store can be served, treat as an outage
+            elif status == 404 or code in _MISSING_CODES:
                 return _MISSING
-            if status == 403 or code in _DENIED_CODES:
+            elif status == 403 or code in _DENIED_CODES:
                 # Without s3:ListBucket, S3 answers 403 for a missing key.
+                logs.log(log, logging.WARNING, "S3 denied access: missing template, or no s3:GetObject",
+                         key=key, cause=code)
                 return _MISSING
             self._down_until = now + self._error_backoff
             raise StoreUnavailable(f"S3 get {key}: {type(exc).__name__}: {exc}") from None
