@@ -148,7 +148,7 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def _http_ready(url: str) -> Callable[[], bool]:
+def http_ready(url: str) -> Callable[[], bool]:
     def check() -> bool:
         import requests
 
@@ -161,7 +161,7 @@ def _http_ready(url: str) -> Callable[[], bool]:
     return check
 
 
-def _tcp_ready(host: str, port: int) -> Callable[[], bool]:
+def tcp_ready(host: str, port: int) -> Callable[[], bool]:
     def check() -> bool:
         try:
             with socket.create_connection((host, port), timeout=0.5):
@@ -241,7 +241,7 @@ class Stack:
         python = sys.executable
         moto = supervisor.start("moto", [python, "-m", "moto.server", "-H", self.host, "-p",
                                          str(self.moto_port)], env, self.root)
-        supervisor.wait_ready(moto, _http_ready(f"{self.moto_url}/moto-api/"), 30)
+        supervisor.wait_ready(moto, http_ready(f"{self.moto_url}/moto-api/"), 30)
         self.create_resources()
         sim_argv = [python, "-m", "devtools.plivo_sim", "--host", self.host, "--port", str(self.plivo_port),
                     "--auth-id", SIM_AUTH_ID, "--auth-token", SIM_AUTH_TOKEN, "--play-calls"]
@@ -254,10 +254,10 @@ class Stack:
              "--stage", "local", "--host", self.host, "--port", str(self.api_port), "--no-autoreload"],
             env, self.root,
         )
-        supervisor.wait_ready(sim, _http_ready(f"{self.plivo_url}/__sim/config"), 30)
+        supervisor.wait_ready(sim, http_ready(f"{self.plivo_url}/__sim/config"), 30)
         # A TCP connect, not a request: chalice local listens only once app.py is imported, and an early
         # /answer would make the warm template cache remember that routes.json is missing.
-        supervisor.wait_ready(chalice, _tcp_ready(self.host, self.api_port), 60)
+        supervisor.wait_ready(chalice, tcp_ready(self.host, self.api_port), 60)
 
     def boto_client(self, service: str):
         import boto3

@@ -1,0 +1,69 @@
+"""A moto server process (S3 + DynamoDB) for the CLI tests, with the bucket and the table of the deploy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from chalicelib import resources
+from chalicelib.cli import main
+from devtools.run_local import Stack, Supervisor, free_port, http_ready
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Cli:
+    """Runs `callflow` in-process (CliRunner) or as a real process, against one moto server."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.env = {k: v for k, v in stack.env({}).items()
+                    if k.startswith(("AWS_", "TEMPLATE_", "CALLS_", "PLIVO_", "PUBLIC_"))}
+
+    def __call__(self, *args: str, env: dict | None = None):
+        resources.reset()
+        result = CliRunner().invoke(main, list(args), env={**self.env, **(env or {})}, catch_exceptions=True)
+        resources.reset()
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise AssertionError(f"callflow {' '.join(args)} raised {result.exception!r}:\n{result.output}")
+        return result
+
+    def process(self, *args: str, env: dict | None = None, module: bool = True):
+        """A real `python -m chalicelib.cli` (or the installed `callflow` script) process."""
+        if module:
+            command = [sys.executable, "-m", "chalicelib.cli"]
+        else:
+            command = [str(Path(sys.executable).parent / "callflow")]
+        full_env = {**stack_free_env(), **self.env, **(env or {})}
+        return subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                              env={k: v for k, v in full_env.items() if v is not None}, check=False)
+
+    def s3(self):
+        return self.stack.boto_client("s3")
+
+
+def stack_free_env() -> dict:
+    """This process's environment without anything that points at an AWS or a Plivo account."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("AWS_", "TEMPLATE_", "CALLS_", "PLIVO_", "PUBLIC_"))}
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    stack = Stack(free_port(), free_port(), free_port(), root=ROOT, extra_env={"CALL_WINDOW": "00:00-24:00"})
+    supervisor = Supervisor(tmp_path_factory.mktemp("moto-logs"))
+    env = stack.env()
+    moto = supervisor.start("moto", [sys.executable, "-m", "moto.server", "-H", stack.host, "-p",
+                                     str(stack.moto_port)], env, ROOT)
+    try:
+        supervisor.wait_ready(moto, http_ready(f"{stack.moto_url}/moto-api/"), 30)
+        stack.create_resources()
+        yield Cli(stack)
+    finally:
+        supervisor.stop_all()
+        resources.reset()
