@@ -63,15 +63,20 @@ def _start(script: str, env: dict[str, str]) -> dict:
     return out
 
 
-def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tuple[list[Result], dict]:
-    starts = 3 if quick else 11
-    name = names[0]
+def child_env(moto: harness.MotoServer, name: str) -> dict[str, str]:
+    """Production answer settings plus the signed event and what its answer must contain."""
     event = harness.api_event(harness.plivo_params(1, template=name), seq=1, signed=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PLIVO_", "TEMPLATE_"))}
     env.update(harness.answer_env(moto.url))
     env.update({"BENCH_EVENT": json.dumps(event), "BENCH_MARK": f"this is {name}.",
                 "BENCH_KEY": f"{harness.PREFIX}{name}.xml", "PYTHONPATH": str(harness.ROOT)})
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tuple[list[Result], dict]:
+    starts = 3 if quick else 11
+    env = child_env(moto, names[0])
     samples: dict[str, list[dict]] = {"app": [], "baseline": []}
     _start(BASELINE_SCRIPT, env)  # writes .pyc files and warms the page cache; not counted
     try:

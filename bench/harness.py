@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import os
 import platform
 import socket
@@ -32,7 +33,7 @@ PYTHON = sys.executable
 BUCKET = "callflow-templates"
 PREFIX = "templates/"
 PUBLIC_BASE_URL = "https://bench.execute-api.us-east-1.amazonaws.com/api"
-AUTH_ID = "MABENCHBENCHBENCHBENC"
+AUTH_ID = "MABENCHBENCHBENCH000"
 AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
 REGION = "us-east-1"
 
@@ -347,7 +348,7 @@ def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return float("nan")
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(pct / 100 * len(ordered))))
     return ordered[rank - 1]
 
 

@@ -5,6 +5,8 @@ server's calls table. Call starts are the simulator's arrival times of accepted 
 
 - achieved CPS = placed / (last start - first start + 1/CPS): n starts spaced exactly 1/CPS apart give
   exactly CPS.
+- The simulator runs as its own process (`python -m devtools.plivo_sim`), like Plivo it is another machine:
+  its arrival stamps are not delayed by the launcher's threads holding the GIL.
 - peak = the most starts inside any 1-second window [t, t + 1).
 - DynamoDB requests per placed call = every HTTP request the launcher's DynamoDB client sent (botocore
   `before-send`, retries included) / placed calls from the summary.
@@ -15,7 +17,9 @@ server's calls table. Call starts are the simulator's arrival times of accepted 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+import urllib.request
 from decimal import Decimal
 
 from bench import harness
@@ -53,7 +57,7 @@ def job(i: int, prefix: str, now: float) -> dict:
         "status": "pending",
         "due_at": Decimal(int(now) - 3600 + i),
         "to": f"1415555{i:04d}",
-        "from": "14155550000",
+        "from": "12125550100",
         "headers": {"Template": "Bench01", "CustomerName": f"Customer{i}", "Balance": str(i % 1000)},
         "tz": "UTC",
         "window": "00:00-23:59",
@@ -73,72 +77,107 @@ def seed_jobs(table_name: str, count: int, prefix: str) -> None:
 
 
 def peak_per_second(times: list[float]) -> int:
+    return busiest_window(times)[1]
+
+
+def busiest_window(times: list[float]) -> tuple[float, int]:
+    """(start, count) of the 1-second window [t, t + 1) holding the most starts."""
     ordered = sorted(times)
-    best, j = 0, 0
-    for i, start in enumerate(ordered):
-        while ordered[j] <= start - 1.0:
+    best, best_start, j = 0, ordered[0] if ordered else 0.0, 0
+    for i, stamp in enumerate(ordered):
+        while ordered[j] <= stamp - 1.0:
             j += 1
-        best = max(best, i - j + 1)
-    return best
+        if i - j + 1 > best:
+            best, best_start = i - j + 1, ordered[j]
+    return best_start, best
+
+
+class SimProcess:
+    """The Plivo simulator in process mode on a free port, with its HTTP control endpoints."""
+
+    def __init__(self, latency: float) -> None:
+        self.port = harness.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._proc = subprocess.Popen(
+            [harness.PYTHON, "-m", "devtools.plivo_sim", "--port", str(self.port), "--quiet",
+             "--auth-id", harness.AUTH_ID, "--auth-token", harness.AUTH_TOKEN, "--latency", str(latency)],
+            cwd=harness.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                self.requests()
+                return
+            except OSError:
+                if self._proc.poll() is not None:
+                    raise RuntimeError(f"plivo simulator exited with {self._proc.returncode}") from None
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("plivo simulator did not start within 20 s")
+
+    def requests(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.url}/__sim/requests", timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def reset(self) -> None:
+        req = urllib.request.Request(f"{self.url}/__sim/reset", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).close()
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
 
 
 def _launcher_worker(config: dict) -> dict:
-    from devtools.plivo_sim import PlivoSimulator
-
     table_name, jobs, cps = config["table"], config["jobs"], config["cps"]
     seed_jobs(table_name, jobs, config["prefix"])
-    sim = PlivoSimulator(harness.AUTH_ID, harness.AUTH_TOKEN, latency=LATENCY).start()
-    try:
-        settings = {"PLIVO_API_URL": sim.url, "CALLS_TABLE": table_name, "PLIVO_CPS": str(cps)}
-        with harness.patched_env(settings):
-            from chalicelib import launcher, resources
+    settings = {"PLIVO_API_URL": config["sim_url"], "CALLS_TABLE": table_name, "PLIVO_CPS": str(cps)}
+    with harness.patched_env(settings):
+        from chalicelib import launcher, resources
 
-            resources.reset()
-            client = resources.dynamodb_resource().meta.client
-            sent: list[str] = []
-            client.meta.events.register("before-send.dynamodb",
-                                        lambda request, **kw: sent.append(request.headers.get("X-Amz-Target",
-                                                                                              b"?")))
-            deadline = time.monotonic() + 900
-            started = time.monotonic()
-            summary = launcher.launch(remaining_ms=lambda: int((deadline - time.monotonic()) * 1000))
-            elapsed = time.monotonic() - started
-    finally:
-        sim.stop()
-    starts = sorted(r["time"] for r in sim.requests if r.get("status") == 201)
+        resources.reset()
+        client = resources.dynamodb_resource().meta.client
+        sent: list[str] = []
+        def count(request, **kwargs) -> None:
+            sent.append(request.headers.get("X-Amz-Target", b"?"))
+
+        client.meta.events.register("before-send.dynamodb", count)
+        deadline = time.monotonic() + 900
+        started = time.monotonic()
+        summary = launcher.launch(remaining_ms=lambda: int((deadline - time.monotonic()) * 1000))
+        elapsed = time.monotonic() - started
     ops: dict[str, int] = {}
     for target in sent:
         name = (target.decode() if isinstance(target, bytes) else str(target)).rsplit(".", 1)[-1]
         ops[name] = ops.get(name, 0) + 1
-    return {"summary": summary, "starts": starts, "requests": len(sim.requests), "dynamodb": len(sent),
-            "dynamodb_ops": ops, "elapsed": elapsed}
+    return {"summary": summary, "dynamodb": len(sent), "dynamodb_ops": ops, "elapsed": elapsed}
 
 
 def _sequential_worker(config: dict) -> dict:
     import plivo
     import plivo.rest.client as plivo_client_module
 
-    from devtools.plivo_sim import PlivoSimulator
-
-    sim = PlivoSimulator(harness.AUTH_ID, harness.AUTH_TOKEN, latency=LATENCY).start()
-    try:
-        # plivo-python has no base-URL option; its voice endpoint is a module constant.
-        plivo_client_module.API_VOICE_BASE_URI = f"{sim.url}/v1/Account"
-        client = plivo.RestClient(harness.AUTH_ID, harness.AUTH_TOKEN)
-        now = time.time()
-        started = time.monotonic()
-        for i in range(config["jobs"]):
-            item = job(i, "seq", now)
-            base = harness.PUBLIC_BASE_URL
-            client.calls.create(
-                from_=item["from"], to_=item["to"], answer_url=f"{base}/answer", answer_method="POST",
-                hangup_url=f"{base}/hangup?call_id={item['call_id']}", hangup_method="POST",
-                sip_headers=",".join(f"{k}={v}" for k, v in item["headers"].items()),
-            )
-        elapsed = time.monotonic() - started
-    finally:
-        sim.stop()
-    placed = sum(1 for r in sim.requests if r.get("status") == 201)
+    # plivo-python has no base-URL option; its voice endpoint is a module constant.
+    plivo_client_module.API_VOICE_BASE_URI = f"{config['sim_url']}/v1/Account"
+    client = plivo.RestClient(harness.AUTH_ID, harness.AUTH_TOKEN)
+    now = time.time()
+    placed = 0
+    started = time.monotonic()
+    for i in range(config["jobs"]):
+        item = job(i, "seq", now)
+        base = harness.PUBLIC_BASE_URL
+        response = client.calls.create(
+            from_=item["from"], to_=item["to"], answer_url=f"{base}/answer", answer_method="POST",
+            hangup_url=f"{base}/hangup?call_id={item['call_id']}", hangup_method="POST",
+            sip_headers=",".join(f"{k}={v}" for k, v in item["headers"].items()),
+        )
+        placed += bool(response.request_uuid)
+    elapsed = time.monotonic() - started
     return {"placed": placed, "elapsed": elapsed, "rate": placed / elapsed}
 
 
@@ -164,21 +203,35 @@ def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tupl
     jobs = 40 if quick else 500
     seq_jobs = 5 if quick else 50
     env = _env(moto)
-    seq = harness.run_worker("launcher_throughput", {"mode": "sequential", "jobs": seq_jobs}, env)
+    sim = SimProcess(LATENCY)
+    try:
+        return _run(sim, env, jobs, seq_jobs)
+    finally:
+        sim.stop()
+
+
+def _run(sim: SimProcess, env: dict[str, str], jobs: int, seq_jobs: int) -> tuple[list[Result], dict]:
+    seq = harness.run_worker("launcher_throughput", {"mode": "sequential", "jobs": seq_jobs,
+                                                     "sim_url": sim.url}, env)
     results: list[Result] = []
     details: dict = {"sequential": seq}
     for cps in (10, 50):
+        sim.reset()
         table = f"{TABLE_PREFIX}-{cps}-{int(time.time())}"
         out = harness.run_worker("launcher_throughput", {"mode": "launch", "table": table, "jobs": jobs,
-                                                         "cps": cps, "prefix": f"cps{cps}"}, env, timeout=600)
+                                                         "cps": cps, "prefix": f"cps{cps}",
+                                                         "sim_url": sim.url}, env, timeout=600)
         placed = out["summary"].get("placed", 0)
-        starts = out["starts"]
+        starts = sorted(r["time"] for r in sim.requests() if r.get("status") == 201)
         span = (starts[-1] - starts[0] + 1 / cps) if starts else float("inf")
         achieved = placed / span if starts else 0.0
         peak = peak_per_second(starts)
         per_call = out["dynamodb"] / placed if placed else float("inf")
-        details[f"cps{cps}"] = {k: v for k, v in out.items() if k != "starts"} | {
-            "achieved_cps": achieved, "peak": peak, "span_s": span}
+        window_start, _ = busiest_window(starts)
+        in_window = [round(t - window_start, 4) for t in starts if window_start <= t < window_start + 1.0]
+        details[f"cps{cps}"] = out | {"achieved_cps": achieved, "peak": peak, "span_s": span,
+                                      "busiest_window_offsets_s": in_window,
+                                      "starts_rel_s": [round(t - starts[0], 4) for t in starts]}
         tag = f"CPS {cps}, {jobs} jobs"
         results += [
             Result("launcher", f"{tag}: placed / due", f"{placed} / {out['summary'].get('due', '?')}",

@@ -1,0 +1,146 @@
+"""Keeps the bench from rotting: its signing, events, statistics and report pieces are checked against
+peers (plivo-python, Chalice), and each measurement's worker runs once at toy size over real sockets."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+import boto3
+import pytest
+from chalice.app import Request
+from plivo.utils.signature_v3 import validate_v3_signature
+
+from bench import __main__ as bench_main
+from bench import cold_start, harness, launcher_throughput, s3_requests
+from bench.harness import Report, Result
+
+PARAMS = dict(urllib.parse.parse_qsl(
+    "Direction=outbound&From=1111111111&ALegUUID=5260e820-958c-11e4-b6bf-498d468c930b&BillRate=0.00300"
+    "&To=sip%3Aabcd150105094929%40phone.plivo.com&X-PH-Test=Sample"
+    "&CallUUID=5260e820-958c-11e4-b6bf-498d468c930b&CallStatus=in-progress&Event=StartApp"))
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+@pytest.mark.parametrize("url", ["https://example.com/api/answer", "https://example.com/api/answer?b=2&a=1"])
+def test_sign_v3_agrees_with_plivo_python(method: str, url: str) -> None:
+    signature = harness.sign_v3(url, method, PARAMS, "nonce42")
+    assert validate_v3_signature(method, url, "nonce42", harness.AUTH_TOKEN, signature, dict(PARAMS))
+    assert not validate_v3_signature(method, url, "nonce43", harness.AUTH_TOKEN, signature, dict(PARAMS))
+
+
+def test_sign_v3_published_vector() -> None:
+    params = {"CallUUID": "abc", "From": "14155551234", "To": "14155550000", "Direction": "outbound"}
+    assert harness.sign_v3("https://example.com/answer/", "POST", params, "12345", "my_auth_token") == (
+        "1xRjXfOInXbhQa0/uJjetftLDewemcPLaoVtVIw31vQ=")
+
+
+def test_api_event_is_a_request_chalice_understands() -> None:
+    event = harness.api_event(harness.plivo_params(7, template="Bench03"), seq=7)
+    request = Request(event)
+    assert request.method == "POST"
+    assert request.path == "/answer"
+    assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+    body = dict(urllib.parse.parse_qsl(request.raw_body.decode()))
+    assert body["X-PH-Template"] == "Bench03"
+    url = harness.PUBLIC_BASE_URL + "/answer"
+    nonce, signature = request.headers["x-plivo-signature-v3-nonce"], request.headers["x-plivo-signature-v3"]
+    assert validate_v3_signature("POST", url, nonce, harness.AUTH_TOKEN, signature, body)
+
+
+def test_statistics() -> None:
+    values = list(range(1, 101))
+    assert harness.percentile(values, 50) == 50
+    assert harness.percentile(values, 99) == 99
+    assert harness.percentile([5.0], 99) == 5.0
+    assert launcher_throughput.peak_per_second([0.0, 0.5, 0.99, 1.0, 1.5, 1.6]) == 4
+    assert launcher_throughput.peak_per_second([i * 0.125 for i in range(80)]) == 8
+
+
+def test_table_and_markdown(tmp_path) -> None:
+    report = Report()
+    report.add(Result("a", "fast", "1 µs", "≤ 2 µs", True), Result("a", "slow|pipe", "3", "≤ 2", False),
+               Result("b", "info", "x"))
+    assert [r.metric for r in report.failed] == ["slow|pipe"]
+    text = harness.format_table(report.results)
+    assert "MISSED" in text and "met" in text and "info" in text
+    out = tmp_path / "BENCHMARKS.md"
+    bench_main.write_markdown(out, report, harness.machine_details(), 1.0, quick=True)
+    md = out.read_text()
+    assert "| a | slow\\|pipe | 3 | ≤ 2 | MISSED |" in md
+    assert "**cpu**" in md and "**python**" in md and "**date**" in md
+    assert json.loads(md.split("```json\n", 1)[1].split("\n```", 1)[0])["results"][1]["ok"] is False
+
+
+@pytest.fixture(scope="module")
+def moto():
+    with harness.MotoServer() as server:
+        names = harness.seed_templates(server.url, 3)
+        yield server, names
+
+
+def test_s3_counter_sees_conditional_gets(moto) -> None:
+    server, names = moto
+    env = harness.aws_env(server.url)
+    s3 = boto3.client("s3", endpoint_url=server.url, region_name=harness.REGION,
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    counter = s3_requests.S3Counter(s3)
+    key = f"{harness.PREFIX}{names[0]}.xml"
+    etag = s3.get_object(Bucket=harness.BUCKET, Key=key)["ETag"]
+    with pytest.raises(s3.exceptions.ClientError):
+        s3.get_object(Bucket=harness.BUCKET, Key=key, IfNoneMatch=etag)
+    summary = counter.summary()
+    assert (summary["requests"], summary["conditional"], summary["unconditional"]) == (2, 1, 1)
+    assert summary["not_modified"] == 1
+
+
+def test_answer_workers_at_toy_size(moto) -> None:
+    server, names = moto
+    env = harness.answer_env(server.url)
+    naive = harness.run_worker("answer_latency", {"mode": "naive", "names": names, "requests": 20}, env)
+    product = harness.run_worker("answer_latency", {"mode": "product", "names": names, "requests": 50}, env)
+    assert naive["count"] == 20 and product["count"] == 50
+    assert 0 < product["p50_us"] <= product["p99_us"] <= product["max_us"]
+    s3 = harness.run_worker("s3_requests", {"names": names}, env)
+    assert s3["inside_ttl"]["unconditional"] == s3["inside_ttl"]["requests"] - s3["inside_ttl"]["conditional"]
+    mem_config = {"names": names, "requests": 40, "unknown_every": 10, "sample_every": 20}
+    mem = harness.run_worker("memory", mem_config, env)
+    assert [s["request"] for s in mem["samples"]] == [20, 40]
+    assert mem["unknown_names"] == 4 and mem["hwm_kb"] > 10_000
+
+
+def test_worker_failure_is_reported(moto) -> None:
+    server, names = moto
+    with pytest.raises(RuntimeError, match="bench worker answer_latency failed"):
+        harness.run_worker("answer_latency", {"mode": "product", "names": ["NoSuchTemplate"], "requests": 1},
+                           harness.answer_env(server.url))
+
+
+def test_cold_start_children(moto) -> None:
+    server, names = moto
+    env = cold_start.child_env(server, names[0])
+    for script in (cold_start.APP_SCRIPT, cold_start.BASELINE_SCRIPT):
+        out = cold_start._start(script, env)
+        assert out["ok"] and 0 < out["in_process"] < out["wall"]
+    env["BENCH_MARK"] = "not in the answer"
+    with pytest.raises(RuntimeError, match="wrong answer"):
+        cold_start._start(cold_start.APP_SCRIPT, env)
+
+
+def test_launcher_pass_against_simulator(moto) -> None:
+    server, _ = moto
+    env = launcher_throughput._env(server)
+    sim = launcher_throughput.SimProcess(latency=0.05)
+    try:
+        launch = {"mode": "launch", "table": "bench-smoke", "jobs": 6, "cps": 50, "prefix": "smoke",
+                  "sim_url": sim.url}
+        out = harness.run_worker("launcher_throughput", launch, env)
+        starts = [r for r in sim.requests() if r.get("status") == 201]
+        sequential = {"mode": "sequential", "jobs": 2, "sim_url": sim.url}
+        seq = harness.run_worker("launcher_throughput", sequential, env)
+    finally:
+        sim.stop()
+    assert out["summary"]["placed"] == 6 and len(starts) == 6
+    assert out["dynamodb"] >= 12
+    assert seq["placed"] == 2 and seq["rate"] > 0
