@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import logs, plivo_xml, templates
@@ -20,10 +21,13 @@ from chalicelib.templates import BUILTIN_FALLBACK, RoutesError, TemplateError
 log = logs.get_logger(__name__)
 
 
-def _try(store: Any, name: str, context: Mapping[str, Any], causes: list[str]) -> str | None:
+def _try(
+    store: Any, name: str, context: Mapping[str, Any], causes: list[str], template: Any = None
+) -> str | None:
     """Render template `name` into valid Plivo XML, or record why not and return None."""
     try:
-        template = store.template(name)
+        if template is None:
+            template = store.template(name)
         xml = templates.render(template, context)
     except TemplateMissing:
         causes.append(f"template {name!r} not found")
@@ -38,55 +42,60 @@ def _try(store: Any, name: str, context: Mapping[str, Any], causes: list[str]) -
     return xml
 
 
-def select(
-    store: Any, settings: Settings, headers: Mapping[str, str], causes: list[str]
-) -> tuple[str | None, str]:
-    """Steps 1-4 of the selection; (None, why) means the built-in fallback or a failure in `causes`."""
+@dataclass(frozen=True)
+class Selection:
+    name: str | None  # None: no step picked a template (built-in fallback), or the store failed
+    why: str
+    template: Any = None  # the compiled template when selection already fetched it
+    failed: bool = False  # the picked template is known to be broken
+
+
+def select(store: Any, settings: Settings, headers: Mapping[str, str], causes: list[str]) -> Selection:
+    """Steps 1-4 of the selection; failures on the way are appended to `causes`."""
     requested = headers.get("Template")
     if requested:
         try:
-            store.template(requested)
-            return requested, "X-PH-Template"
+            return Selection(requested, "X-PH-Template", store.template(requested))
         except TemplateMissing:
             pass  # unknown names fall through to the rules
-        except TemplateBroken:
-            return requested, "X-PH-Template"  # exists but broken: the render step reports it
+        except TemplateBroken as exc:
+            causes.append(f"template {requested!r}: {exc}")
+            return Selection(requested, "X-PH-Template", failed=True)  # it exists: fall back, not guess
         except StoreUnavailable as exc:
             causes.append(f"cannot look up X-PH-Template {requested!r}: {exc}")
-            return None, "store unavailable"
+            return Selection(None, "store unavailable")
     try:
         routes = store.routes()
     except StoreUnavailable as exc:
         causes.append(f"cannot read routes.json: {exc}")
-        return None, "store unavailable"
+        return Selection(None, "store unavailable")
     except RoutesError as exc:
         causes.append(str(exc))
         routes = templates.EMPTY_ROUTES
     name, why = routes.choose(headers)
     if name is None and settings.default_template:
-        return settings.default_template, "DEFAULT_TEMPLATE"
-    return name, why
+        return Selection(settings.default_template, "DEFAULT_TEMPLATE")
+    return Selection(name, why)
 
 
 def render_answer(store: Any, settings: Settings, params: Mapping[str, str]) -> str:
     """The XML a call with these Plivo parameters gets. `store` may be None (no bucket configured)."""
     context = templates.answer_context(params)
     causes: list[str] = []
-    name = None
     if store is None:
         causes.append("no template store (TEMPLATE_BUCKET is not set)")
     else:
-        name, _why = select(store, settings, context["headers"], causes)
-        if name is not None:
-            xml = _try(store, name, context, causes)
+        picked = select(store, settings, context["headers"], causes)
+        if picked.name is None and not causes:
+            return BUILTIN_FALLBACK  # nothing is configured to pick a template: step 5
+        if picked.name is not None and not picked.failed:
+            xml = _try(store, picked.name, context, causes, picked.template)
             if xml is not None:
-                if causes:
-                    _log_fallback(params, causes, served=name)
+                if causes:  # e.g. a broken routes.json, and DEFAULT_TEMPLATE served instead
+                    _log_fallback(params, causes, served=picked.name)
                 return xml
-        elif not causes:
-            return BUILTIN_FALLBACK  # nothing configured picks a template: the built-in is the answer
         default = settings.default_template
-        if default and default != name:
+        if default and default != picked.name:
             xml = _try(store, default, context, causes)
             if xml is not None:
                 _log_fallback(params, causes, served=default)
