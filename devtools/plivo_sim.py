@@ -487,13 +487,15 @@ class PlivoSimulator:
                 best = suffix
         return self.status_by_suffix[best] if best else "completed"
 
-    def accept(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Record an accepted call and start playing it; returns Plivo's 201 body."""
+    def accept(self, body: dict[str, Any], arrived: float | None = None) -> dict[str, Any]:
+        """Record an accepted call (stamped with the request's arrival) and start playing it; returns
+        Plivo's 201 body."""
+        arrived = time.time() if arrived is None else arrived
         api_id = _new_uuid()
         destinations = body["to"].split("<")
         uuids = [_new_uuid() for _ in destinations]
         for to, request_uuid in zip(destinations, uuids, strict=True):
-            call = {"body": body, "time": time.time(), "request_uuid": request_uuid, "api_id": api_id,
+            call = {"body": body, "time": arrived, "request_uuid": request_uuid, "api_id": api_id,
                     "to": to}
             self._record(self.calls, call)
             if self.play_calls and self._players is not None and not self._stopping.is_set():
@@ -763,7 +765,7 @@ class _Handler(BaseHTTPRequestHandler):
             sim._record(sim.requests, entry)
             self._error(400, error)
             return
-        reply = sim.accept(body)
+        reply = sim.accept(body, arrived)
         entry.update(status=201, request_uuid=reply["request_uuid"], api_id=reply["api_id"])
         sim._record(sim.requests, entry)
         self._send_json(201, reply)

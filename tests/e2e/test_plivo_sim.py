@@ -211,11 +211,13 @@ def test_random_fault_rates():
 def test_latency_overlaps_across_concurrent_requests():
     latency = 0.4
     with PlivoSimulator(AUTH_ID, AUTH_TOKEN, latency=latency) as sim:
-        started = time.monotonic()
+        started, wall = time.monotonic(), time.time()
         with ThreadPoolExecutor(6) as pool:
             codes = list(pool.map(lambda _: post(sim, body()).status_code, range(6)))
         elapsed = time.monotonic() - started
     assert codes == [201] * 6
+    # calls are stamped with their arrival, before the simulated latency
+    assert all(wall <= call["time"] < wall + latency for call in sim.calls)
     assert elapsed >= latency
     assert elapsed < 6 * latency / 2, "requests were served one after another"
 
