@@ -1,0 +1,244 @@
+"""Pure parts: Plivo XML validation, routes.json, template context, rendering and `validate_template`.
+No AWS here."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+from defusedxml.ElementTree import fromstring
+
+from chalicelib import plivo_xml, templates
+from chalicelib.answer import render_answer
+from chalicelib.settings import Settings
+from chalicelib.template_store import StoreUnavailable, TemplateBroken, TemplateMissing
+
+SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "templates"
+
+
+# ---------------------------------------------------------------- Plivo XML
+
+@pytest.mark.parametrize("document", [
+    "<Response/>",
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Speak voice="MAN">Hi</Speak><Hangup/></Response>',
+    "<Response><Speak>Hi <break time='1s'/><prosody rate='slow'><emphasis>you</emphasis></prosody></Speak>"
+    "</Response>",
+    "<Response><GetDigits action='https://x/y'><Speak>Press</Speak><Play>https://x/a.mp3</Play><Wait/>"
+    "</GetDigits></Response>",
+    "<Response><Dial><Number>14155551234</Number><User>sip:a@phone.plivo.com</User></Dial></Response>",
+    "<Response><PreAnswer><Speak>x</Speak><GetDigits><Speak>y</Speak></GetDigits></PreAnswer></Response>",
+    "<Response>\n  <Conference>room</Conference>\n  <Record/><Redirect>https://x</Redirect><DTMF>12</DTMF>"
+    "<Message>m</Message><MultiPartyCall>mpc</MultiPartyCall><Stream>wss://x</Stream><GetInput/></Response>",
+])
+def test_valid_plivo_xml(document):
+    assert plivo_xml.problems(document) == []
+
+
+@pytest.mark.parametrize("document,fragment", [
+    ("<Response><Speak>x</Speak>", "not well-formed"),
+    ("<Speak>x</Speak>", "root element must be <Response>"),
+    ("<response/>", "root element must be <Response>"),  # names are case-sensitive
+    ("<Response><speak>x</speak></Response>", "<speak> is not a Plivo verb"),
+    ("<Response><Dial><Speak>x</Speak></Dial></Response>", "<Speak> is not allowed inside <Dial>"),
+    ("<Response><GetDigits><Dial/></GetDigits></Response>", "<Dial> is not allowed inside <GetDigits>"),
+    ("<Response><Speak><Play/></Speak></Response>", "<Play> is not allowed inside <Speak>"),
+    ("<Response><Number>1</Number></Response>", "<Number> is not a Plivo verb"),
+    ("<Response><Hangup><Speak/></Hangup></Response>", "not allowed inside <Hangup>"),
+    ("<Response>hello</Response>", "text is not allowed directly inside <Response>"),
+    ('<!DOCTYPE Response [<!ENTITY x "y">]><Response/>', "DTDs and entity declarations"),
+    ('<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><Response>&lol2;</Response>', "DTD"),
+    ("<Response>" + "<Wait/>" * 20000 + "</Response>", "over Plivo's limit"),
+    ("", "not well-formed"),
+    ("<x:Response xmlns:x='urn:x'/>", "root element"),
+])
+def test_invalid_plivo_xml(document, fragment):
+    found = plivo_xml.problems(document)
+    assert found and fragment in found[0], found
+    assert plivo_xml.first_problem(document) == found[0]
+
+
+def test_problem_lines_are_reported():
+    found = plivo_xml.problems("<Response>\n<Speak/>\n<Bad/>\n</Response>")
+    assert found == ["line 3: <Bad> is not a Plivo verb"]
+
+
+def test_size_limit_counts_bytes_not_characters():
+    speak = "<Response><Speak>" + "é" * 52_000 + "</Speak></Response>"  # ~104 KB in UTF-8
+    assert len(speak) < plivo_xml.MAX_BYTES < len(speak.encode())
+    assert "over Plivo's limit" in plivo_xml.first_problem(speak)
+
+
+# ---------------------------------------------------------------- routes.json
+
+def test_spec_example_routes():
+    routes = templates.parse_routes(json.dumps({
+        "default": "Welcome",
+        "rules": [{"when": {"Campaign": "Spring"}, "template": "Promo"},
+                  {"when": {"Lang": "es", "Tier": "Gold"}, "template": "GoldEs"}]}))
+    headers = templates.answer_context({"X-PH-lang": "es", "X-PH-TIER": "Gold"})["headers"]
+    assert routes.choose(headers) == ("GoldEs", "routes.json rule 2")
+    assert routes.choose(templates.answer_context({"X-PH-Lang": "es"})["headers"]) == (
+        "Welcome", "routes.json default")
+    assert templates.EMPTY_ROUTES.choose({}) == (None, "no route")
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("{", "not valid JSON"),
+    ("[]", "must be a JSON object"),
+    ('{"default": "../x"}', "default"),
+    ('{"rules": {}}', "must be a list"),
+    ('{"rules": [{"when": {"A": "b"}}]}', "exactly"),
+    ('{"rules": [{"when": {"A": "b"}, "template": "x.xml"}]}', "not a template name"),
+    ('{"rules": [{"when": {"A b": "c"}, "template": "X"}]}', "letters and digits"),
+    ('{"rules": [{"when": {"A": 1}, "template": "X"}]}', "must be a string"),
+    ('{"rules": [{"when": [], "template": "X"}]}', "must be an object"),
+    ('{"default": "A", "extra": 1}', "unknown key"),
+])
+def test_bad_routes(text, fragment):
+    with pytest.raises(templates.RoutesError, match=fragment):
+        templates.parse_routes(text)
+
+
+def test_sample_routes_and_templates_are_valid():
+    routes = templates.parse_routes((SAMPLES / "routes.json").read_text())
+    names = {p.stem for p in SAMPLES.glob("*.xml")}
+    assert len(names) >= 4
+    assert {routes.default, *(rule.template for rule in routes.rules)} <= names
+    for path in SAMPLES.glob("*.xml"):
+        assert templates.validate_template(path.stem, path.read_text()) == [], path.name
+
+
+# ---------------------------------------------------------------- context and rendering
+
+def test_context_splits_headers_call_and_sip():
+    params = {"X-PH-CustomerId": "42", "x-ph-lang": "es", "SIP-H-To": "<sip:a@b>", "From": "1",
+              "CallUUID": "u"}
+    context = templates.answer_context(params)
+    assert context["headers"]["customerid"] == "42" and context["headers"]["CustomerId"] == "42"
+    assert dict(context["headers"]) == {"CustomerId": "42", "lang": "es"}
+    assert context["sip"]["to"] == "<sip:a@b>"
+    assert context["call"] == params
+
+
+def test_missing_variables_render_empty():
+    source = ("<Response><Speak>[{{ headers.Nope }}|{{ call.Nope.deeper }}|{{ sip.X }}|{{ nothing }}]"
+              "</Speak></Response>")
+    out = templates.render(templates.compile_template(source), templates.answer_context({}))
+    assert out == "<Response><Speak>[|||]</Speak></Response>"
+
+
+def test_sandbox_blocks_mutation_and_internals():
+    context = templates.answer_context({"From": "1"})
+    for source in ("{{ call.update({'From': '2'}) }}", "{{ ''.__class__.__mro__[1].__subclasses__() }}"):
+        with pytest.raises(templates.TemplateError, match="SecurityError"):
+            templates.render(templates.compile_template(source), context)
+
+
+def test_render_stops_early_when_output_is_too_big():
+    template = templates.compile_template("{% for i in range(99999) %}{% for j in range(99999) %}xxxxxxxx"
+                                          "{% endfor %}{% endfor %}")
+    with pytest.raises(templates.TemplateError, match="over"):
+        templates.render(template, {})
+
+
+@pytest.mark.parametrize("value", ["</Speak><Dial><Number>1900</Number></Dial><Speak>", "&", "'", '"',
+                                   "]]>", "<!--", "&#x26;", "\x01\x0b\ufffe"])
+def test_values_are_escaped_in_text_and_attributes(value):
+    source = ('<Response><Speak voice="{{ call.CallerName }}">{{ call.From }}</Speak>'
+              "<Play loop='{{ headers.Loop }}'>https://x/{{ sip.A }}</Play></Response>")
+    out = templates.render(templates.compile_template(source), templates.answer_context(
+        {"CallerName": value, "From": value, "X-PH-Loop": value, "SIP-H-A": value}))
+    assert plivo_xml.problems(out) == []
+    root = fromstring(out)
+    assert [el.tag for el in root] == ["Speak", "Play"]
+    clean = "".join(c for c in value if c not in "\x01\x0b\ufffe")
+    assert (root[0].text or "") == clean and root[0].get("voice") == clean
+    assert root[1].get("loop") == clean and root[1].text == "https://x/" + clean
+
+
+# ---------------------------------------------------------------- validate_template (CLI)
+
+def test_validate_template_reports_lines():
+    source = "<Response>\n<Speak>{{ customer }}</Speak>\n<Dial>{{ headers.To }}</Dial>\n</Response>"
+    problems = templates.validate_template("Reminder", source)
+    assert problems[0] == "line 2: undefined variable 'customer' (use headers., call. or sip.)"
+    assert problems[1].startswith("line 3: text is not allowed directly inside <Dial>")
+
+
+@pytest.mark.parametrize("name,source,fragment", [
+    ("bad-name", "<Response/>", "template name"),
+    ("Ok", "<Response>{% if %}</Response>", "line 1:"),
+    ("Ok", b"<Response>\xff</Response>", "not UTF-8"),
+    ("Ok", "<Response>" + " " * 110_000 + "</Response>", "over"),
+    ("Ok", "<Response><Speak>{{ 1 / 0 }}</Speak></Response>", "ZeroDivisionError"),
+    ("Ok", "<Response><Speak>x</Speak><Oops/></Response>", "<Oops> is not a Plivo verb"),
+])
+def test_validate_template_problems(name, source, fragment):
+    problems = templates.validate_template(name, source)
+    assert any(fragment in p for p in problems), problems
+    assert all(p.startswith("line ") for p in problems)
+
+
+@pytest.mark.parametrize("name", ["A", "Reminder", "x" * 64, "a1B2"])
+def test_template_names(name):
+    assert templates.TEMPLATE_NAME_RE.match(name) and templates.is_template_name(name)
+
+
+@pytest.mark.parametrize("name", ["", "x" * 65, "a-b", "a.xml", "../a", "a/b", "é", "a\n", None, 5])
+def test_not_template_names(name):
+    assert not templates.is_template_name(name)
+
+
+# ---------------------------------------------------------------- pipeline with an in-memory store
+
+class DictStore:
+    """A stand-in store over plain dicts: the pipeline's contract with any store, no S3 needed."""
+
+    def __init__(self, sources: dict[str, str], routes: str | None = None, down: bool = False) -> None:
+        self.sources, self.routes_text, self.down = sources, routes, down
+
+    def template(self, name):
+        if self.down:
+            raise StoreUnavailable("down")
+        if name not in self.sources:
+            raise TemplateMissing(name)
+        try:
+            return templates.compile_template(self.sources[name])
+        except templates.TemplateError as exc:
+            raise TemplateBroken(str(exc)) from None
+
+    def routes(self):
+        if self.down:
+            raise StoreUnavailable("down")
+        return templates.parse_routes(self.routes_text) if self.routes_text else templates.EMPTY_ROUTES
+
+
+SOURCES = {name: f"<Response><Speak>{name}</Speak></Response>" for name in ("One", "Two", "Three", "Dflt")}
+ROUTES = json.dumps({"default": "Three", "rules": [{"when": {"Pick": "two"}, "template": "Two"}]})
+
+
+@pytest.mark.parametrize("params,routes,default,expected", [
+    ({"X-PH-Template": "One", "X-PH-Pick": "two"}, ROUTES, "Dflt", "One"),   # 1: header
+    ({"X-PH-Template": "Zzz", "X-PH-Pick": "two"}, ROUTES, "Dflt", "Two"),   # unknown name -> 2: rule
+    ({"X-PH-Pick": "two"}, ROUTES, "Dflt", "Two"),                            # 2: rule
+    ({"X-PH-Pick": "Two"}, ROUTES, "Dflt", "Three"),                          # 3: routes default
+    ({}, json.dumps({"rules": []}), "Dflt", "Dflt"),                          # 4: DEFAULT_TEMPLATE
+    ({}, None, None, "We are sorry"),                                         # 5: built-in
+    ({"X-PH-Template": "One"}, "{broken", "Dflt", "One"),                     # header wins over bad routes
+    ({}, "{broken", "Dflt", "Dflt"),                                          # bad routes -> fallback
+])
+def test_selection_order(params, routes, default, expected):
+    xml = render_answer(DictStore(SOURCES, routes), Settings(default_template=default), params)
+    assert plivo_xml.problems(xml) == []
+    assert expected in xml
+
+
+def test_store_down_gives_builtin():
+    xml = render_answer(DictStore(SOURCES, ROUTES, down=True), Settings(default_template="Dflt"), {})
+    assert "We are sorry" in xml and [el.tag for el in fromstring(xml)] == ["Speak", "Hangup"]
+
+
+def test_broken_default_template_gives_builtin():
+    store = DictStore({"Bad": "<Response><Nope/></Response>"}, json.dumps({"default": "Bad"}))
+    assert "We are sorry" in render_answer(store, Settings(default_template="Bad"), {})
