@@ -242,7 +242,11 @@ class Stack:
         moto = supervisor.start("moto", [python, "-m", "moto.server", "-H", self.host, "-p",
                                          str(self.moto_port)], env, self.root)
         supervisor.wait_ready(moto, http_ready(f"{self.moto_url}/moto-api/"), 30)
-        self.create_resources()
+        try:
+            self.create_resources()
+        except Exception as exc:  # noqa: BLE001 - any failure here is reported as one line
+            raise StartupError(f"cannot create the bucket and table in moto: {type(exc).__name__}: {exc}") \
+                from None
         sim_argv = [python, "-m", "devtools.plivo_sim", "--host", self.host, "--port", str(self.plivo_port),
                     "--auth-id", SIM_AUTH_ID, "--auth-token", SIM_AUTH_TOKEN, "--play-calls"]
         for suffix, status in (status_by_suffix or {}).items():
@@ -274,8 +278,10 @@ class Stack:
 
     def callflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run the CLI as a user would (`python -m chalicelib.cli ...`) against this stack."""
+        # Own session: Ctrl-C is for the supervisor, which lets a running command finish, then stops.
         return subprocess.run([sys.executable, "-m", "chalicelib.cli", *args], cwd=self.root, env=self.env(),
-                              capture_output=True, text=True, timeout=timeout, check=False)
+                              capture_output=True, text=True, timeout=timeout, check=False,
+                              start_new_session=True)
 
     def heard(self) -> list[dict[str, Any]]:
         import requests
@@ -438,10 +444,14 @@ def run(stack: Stack, interval: float, demo: bool, demo_timeout: float) -> int:
             f"chalice local on {stack.api_url} ...")
         stack.start(supervisor, status_by_suffix={"0": "busy"})
         pushed = stack.callflow("templates", "push", str(stack.root / "templates"))
+        if stop.is_set():
+            raise Interrupted()
         if pushed.returncode != 0:
             raise StartupError(f"templates push failed:\n{pushed.stderr.strip()}")
         say(pushed.stdout.strip())
         call_id = enqueue_demo(stack) if demo else None
+        if stop.is_set():
+            raise Interrupted()
         if call_id:
             say(f"enqueued demo call {call_id} to {DEMO_TO} with headers "
                 + ", ".join(f"X-PH-{k}={v}" for k, v in DEMO_HEADERS.items()))
@@ -474,7 +484,7 @@ def run(stack: Stack, interval: float, demo: bool, demo_timeout: float) -> int:
         count = len(supervisor.children)
         supervisor.stop_all()
         if count:
-            say(f"stopped {count} processes; bye.")
+            say(f"stopped {count} process{'es' if count != 1 else ''}; bye.")
     return code
 
 
