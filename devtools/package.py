@@ -33,6 +33,7 @@ FORBIDDEN_TOP_LEVEL = frozenset({
     "moto", "pytest", "_pytest", "pluggy", "click", "plivo", "hypothesis", "cfnlint", "samtranslator",
     "ruff", "werkzeug", "flask", "responses", "xmltodict", "jsonschema", "pydantic", "networkx",
 })
+OUTPUTS = frozenset({"sam.json", "deployment.zip"})
 CHALICE_RUNTIME = frozenset({"chalice/app.py", "chalice/__init__.py"})
 
 
@@ -105,6 +106,9 @@ def build(stage: str, out: Path, check: bool = True) -> Path:
         raise PackageError(".chalice/config.json not found")
     out = out.resolve()
     if out.exists():
+        strangers = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS)
+        if strangers:
+            raise PackageError(f"refusing to overwrite {out}: it holds {strangers[0]}, not only a package")
         shutil.rmtree(out)
     with tempfile.TemporaryDirectory(prefix="callflow-package-") as tmp:
         staging = Path(tmp)

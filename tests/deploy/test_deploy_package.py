@@ -169,6 +169,13 @@ def test_zip_holds_app_chalicelib_and_runtime_dependencies_only(zip_names):
         assert not any(n.startswith(forbidden) for n in zip_names), forbidden
 
 
+def test_package_never_wipes_a_directory_that_is_not_a_package(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(package.PackageError, match="refusing to overwrite"):
+        package.build("prod", tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_zip_check_flags_dev_entries(tmp_path):
     path = tmp_path / "deployment.zip"
     with zipfile.ZipFile(path, "w") as zf:
