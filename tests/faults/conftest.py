@@ -1,0 +1,84 @@
+"""Fault and fuzz tests: the real app, the real boto3 clients from `chalicelib.resources`, moto for AWS,
+the Plivo simulator for Plivo. Faults are injected at the AWS boundary (botocore's event hooks on the
+app's own clients, moto IAM, a really deleted bucket), never by replacing our code.
+
+Helpers shared by the test modules live in `faultlib.py` (a plain module, so no test imports a conftest).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+import threading
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+HERE = pathlib.Path(__file__).resolve().parent
+for path in (str(ROOT), str(HERE)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import faultlib  # noqa: E402
+
+from chalicelib import resources  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch):
+    """Lambda-like environment for every test; memoized clients forgotten before and after."""
+    faultlib.apply_env(monkeypatch)
+    resources.reset()
+    yield monkeypatch
+    resources.reset()
+
+
+@pytest.fixture
+def atomic_moto(monkeypatch):
+    """Real DynamoDB applies each conditional write atomically; in-process moto does not lock, so
+    concurrent claims could interleave inside moto. Serialise moto's request handling to model DynamoDB
+    (moto is the stand-in for AWS here, not our code)."""
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    lock = threading.Lock()
+    original = BotocoreStubber.process_request
+
+    def locked(self, request):
+        with lock:
+            return original(self, request)
+
+    monkeypatch.setattr(BotocoreStubber, "process_request", locked)
+
+
+@pytest.fixture
+def aws(atomic_moto):
+    """One moto account holding the sample templates and the calls table (shaped like the deploy's)."""
+    from moto import mock_aws
+
+    with mock_aws():
+        yield faultlib.create_stack()
+
+
+@pytest.fixture
+def sim():
+    from devtools.plivo_sim import PlivoSimulator
+
+    simulator = PlivoSimulator(faultlib.AUTH_ID, faultlib.TOKEN, hold_seconds=3.0).start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def plivo_env(env, sim):
+    """Point the launcher's Plivo client at the simulator."""
+    env.setenv("PLIVO_API_URL", sim.url)
+    resources.reset()
+    return sim
+
+
+@pytest.fixture
+def json_logs():
+    """The app's log lines as the JSON objects its formatter writes."""
+    reader = faultlib.LogReader()
+    yield reader
+    reader.close()

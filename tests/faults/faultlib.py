@@ -1,0 +1,335 @@
+"""Shared pieces of the fault tests: environment, the AWS stack, Plivo-style signing (plivo-python is the
+oracle), API Gateway proxy events, botocore fault hooks, and readers for logs, XML and simulator calls."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import pathlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlparse
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+BUCKET = "callflow-faults-templates"
+PREFIX = "templates/"
+TABLE = "callflow-faults-calls"
+AUTH_ID = "MAFAULTSXXXXXXXXXXXX"
+TOKEN = "faults-test-token"  # noqa: S105
+DOMAIN = "fault123.execute-api.us-east-1.amazonaws.com"
+BASE = f"https://{DOMAIN}/api"
+
+# The real answer URL query string from PLIVO.md (outbound call made with sip_headers="Test=Sample").
+PLIVO_QUERY = (
+    "Direction=outbound&From=1111111111&ALegUUID=5260e820-958c-11e4-b6bf-498d468c930b&BillRate=0.00300"
+    "&To=sip%3Aabcd150105094929%40phone.plivo.com&X-PH-Test=Sample"
+    "&CallUUID=5260e820-958c-11e4-b6bf-498d468c930b&ALegRequestUUID=2202d0ab-a890-4199-8582-e7a2615cb23b"
+    "&RequestUUID=2202d0ab-a890-4199-8582-e7a2615cb23b"
+    "&SIP-H-To=%3Csip%3Aabcd150105094929%40phone.plivo.com%3E%3Btag%3D6U9J4.uVHI7KyEKSgD8vrPnAKQoR2QXc"
+    "&CallStatus=in-progress&Event=StartApp"
+)
+
+ENV = {
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "TEMPLATE_BUCKET": BUCKET,
+    "TEMPLATE_PREFIX": PREFIX,
+    "CALLS_TABLE": TABLE,
+    "PLIVO_AUTH_ID": AUTH_ID,
+    "PLIVO_AUTH_TOKEN": TOKEN,
+    "PUBLIC_BASE_URL": BASE,
+    "VERIFY_SIGNATURES": "true",
+    "PLIVO_CPS": "50",
+    "CALL_WINDOW": "00:00-00:00",
+    "DEFAULT_TZ": "UTC",
+}
+UNSET = ("PLIVO_AUTH_TOKEN_PARAM", "DEFAULT_TEMPLATE", "TEMPLATE_CACHE_TTL", "AWS_ENDPOINT_URL",
+         "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE", "PLIVO_API_URL", "MAX_ATTEMPTS",
+         "RETRY_DELAYS", "LOG_LEVEL")
+
+
+def apply_env(mp, extra: Mapping[str, str] | None = None) -> None:
+    for name in UNSET:
+        mp.delenv(name, raising=False)
+    for name, value in {**ENV, **(extra or {})}.items():
+        mp.setenv(name, value)
+
+
+# ---------------------------------------------------------------- the AWS stack (inside mock_aws or a server)
+
+def table_args() -> dict[str, Any]:
+    """create_table arguments from infra/resources.json's CallsTable: the deploy's shape, GSI included."""
+    from devtools.local_aws import cfn_resource, create_table_args
+
+    return create_table_args(cfn_resource("CallsTable"), TABLE)
+
+
+def create_stack(endpoint_url: str | None = None, templates: bool = True):
+    """Bucket with the sample templates, and the calls table. Returns the admin boto3 Session."""
+    import boto3
+
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
+    s3 = session.client("s3", endpoint_url=endpoint_url)
+    s3.create_bucket(Bucket=BUCKET)
+    if templates:
+        for path in sorted((ROOT / "templates").iterdir()):
+            s3.put_object(Bucket=BUCKET, Key=PREFIX + path.name, Body=path.read_bytes())
+    session.resource("dynamodb", endpoint_url=endpoint_url).create_table(**table_args())
+    return session
+
+
+def put_template(session, name: str, body: str | bytes, endpoint_url: str | None = None) -> None:
+    session.client("s3", endpoint_url=endpoint_url).put_object(Bucket=BUCKET, Key=PREFIX + name, Body=body)
+
+
+def make_job(call_id: str, due_at: float | None = None, **fields) -> dict[str, Any]:
+    job = {"call_id": call_id, "status": "pending", "due_at": time.time() - 5 if due_at is None else due_at,
+           "to": "14155550100", "from": "14155559999", "headers": {"CustomerId": "C42", "Lang": "en"}}
+    job.update(fields)
+    return job
+
+
+# ---------------------------------------------------------------- Plivo V3 signatures (plivo-python)
+
+def plivo_sign(method: str, uri: str, params: Mapping[str, Any], nonce: str, token: str = TOKEN) -> str:
+    """Sign as Plivo does, with the SDK's own URL construction (the oracle, not our signature module)."""
+    from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
+
+    build = construct_get_url if method.upper() == "GET" else construct_post_url
+    url = build(uri, dict(params))
+    return get_signature_v3(token.encode(), url.decode("utf-8"), nonce.encode()).decode()
+
+
+def signed_headers(method: str, uri: str, params: Mapping[str, Any] | None = None,
+                   nonce: str = "424242") -> dict[str, str]:
+    return {"X-Plivo-Signature-V3": plivo_sign(method, uri, params or {}, nonce),
+            "X-Plivo-Signature-V3-Nonce": nonce}
+
+
+def form(params: Mapping[str, Any]) -> bytes:
+    return urlencode(params, doseq=True).encode()
+
+
+def query_dict(query: str) -> dict[str, list[str]]:
+    return parse_qs(query, keep_blank_values=True)
+
+
+# ---------------------------------------------------------------- API Gateway proxy events
+
+def api_event(method: str, path: str, *, headers: Mapping[str, str] | None = None,
+              query: Mapping[str, list[str]] | None = None, body: bytes | str | None = None,
+              base64_body: bool = False) -> dict[str, Any]:
+    """A REST API (v1) Lambda proxy event as API Gateway sends it for `https://DOMAIN/api{path}`."""
+    all_headers = {"Host": DOMAIN, "User-Agent": "PlivoHTTP/1.0", "X-Forwarded-Proto": "https",
+                   **(headers or {})}
+    if isinstance(body, bytes):
+        body = base64.b64encode(body).decode() if base64_body else body.decode("utf-8")
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": all_headers,
+        "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} if query else None,
+        "multiValueQueryStringParameters": {k: list(v) for k, v in query.items()} if query else None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": "abc1de", "resourcePath": path, "httpMethod": method, "path": f"/api{path}",
+            "accountId": "123456789012", "protocol": "HTTP/1.1", "stage": "api", "domainPrefix": "fault123",
+            "requestTimeEpoch": 1795687200000, "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+            "identity": {"sourceIp": "18.215.140.21", "userAgent": "PlivoHTTP/1.0"},
+            "domainName": DOMAIN, "apiId": "fault123",
+        },
+        "body": body,
+        "isBase64Encoded": base64_body,
+    }
+
+
+def invoke(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The deployed handler itself: Chalice's `app(event, context)`, as Lambda calls it."""
+    from app import app
+
+    return app(dict(event), None)
+
+
+def signed_hangup_event(call_id: str, params: Mapping[str, str], nonce: str = "777") -> dict[str, Any]:
+    """Plivo's POST to the hangup_url the launcher gave it, signed with the account token."""
+    uri = f"{BASE}/hangup?{urlencode({'call_id': call_id})}"
+    headers = {**signed_headers("POST", uri, params, nonce),
+               "Content-Type": "application/x-www-form-urlencoded"}
+    return api_event("POST", "/hangup", headers=headers, query={"call_id": [call_id]}, body=form(params))
+
+
+# ---------------------------------------------------------------- XML
+
+def xml_tree(body: str):
+    import defusedxml.ElementTree as DET
+
+    return DET.fromstring(body.encode("utf-8"))
+
+
+def verbs(body: str) -> list[str]:
+    return [child.tag for child in xml_tree(body)]
+
+
+def all_tags(body: str) -> list[str]:
+    return [element.tag for element in xml_tree(body).iter()]
+
+
+def spoken(body: str) -> list[str]:
+    return [" ".join("".join(e.itertext()).split()) for e in xml_tree(body).iter("Speak")]
+
+
+# ---------------------------------------------------------------- botocore fault hooks on the app's clients
+
+class _Raw:
+    """The urllib3-like body botocore reads from an AWSResponse."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_: Any):
+        yield self._body
+
+    def read(self, *_: Any) -> bytes:
+        return self._body
+
+
+def aws_error_response(url: str, status: int, body: bytes, content_type: str):
+    from botocore.awsrequest import AWSResponse
+
+    headers = {"Content-Type": content_type, "Content-Length": str(len(body)),
+               "x-amzn-RequestId": "fault-injected", "x-amz-request-id": "fault-injected"}
+    return AWSResponse(url, status, headers, _Raw(body))
+
+
+def s3_error(url: str, status: int, code: str, message: str = "injected fault"):
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+            f"<RequestId>fault</RequestId></Error>").encode()
+    return aws_error_response(url, status, body, "application/xml")
+
+
+def dynamodb_error(url: str, status: int, code: str, message: str = "injected fault"):
+    body = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message}).encode()
+    return aws_error_response(url, status, body, "application/x-amz-json-1.0")
+
+
+class FaultHook:
+    """A `before-send` hook on one real boto3 client: for requests that `match`, `fault(request)` returns
+    an AWSResponse or raises a botocore exception, instead of the request reaching AWS (moto).
+
+    `times`: how many matching requests fail (None: all). Counts what it saw, by operation."""
+
+    def __init__(self, client, event: str, fault: Callable[[Any], Any],
+                 match: Callable[[Any, dict], bool] | None = None, times: int | None = None) -> None:
+        self.client = client
+        self.event = event
+        self.fault = fault
+        self.match = match or (lambda request, body: True)
+        self.remaining = times
+        self.injected: list[dict] = []
+        self.passed: list[dict] = []
+        self._lock = threading.Lock()
+        self.active = True
+        client.meta.events.register_first(event, self._before_send)
+
+    def _before_send(self, request, **_: Any):
+        body = _json_body(request)
+        with self._lock:
+            if not (self.active and self.match(request, body)):
+                self.passed.append(body)
+                return None
+            if self.remaining is not None:
+                if self.remaining <= 0:
+                    self.passed.append(body)
+                    return None
+                self.remaining -= 1
+            self.injected.append(body)
+        return self.fault(request)
+
+    def remove(self) -> None:
+        self.active = False
+        self.client.meta.events.unregister(self.event, self._before_send)
+
+
+def _json_body(request) -> dict:
+    raw = request.body
+    if not raw:
+        return {}
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return {}
+    try:
+        data = json.loads(raw)
+    except (TypeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def key_of(body: dict) -> str | None:
+    """The call_id a DynamoDB request acts on (UpdateItem/GetItem), from its JSON body."""
+    return (body.get("Key") or {}).get("call_id", {}).get("S")
+
+
+def is_claim(body: dict) -> bool:
+    return ":pending" in body.get("ConditionExpression", "") and "ADD attempts" in body.get(
+        "UpdateExpression", "")
+
+
+def is_result_write(body: dict) -> bool:
+    """The launcher's write after Plivo answered (placed, or released to pending/failed/unknown)."""
+    return "#s = :dialing" in body.get("ConditionExpression", "") and not is_claim(body)
+
+
+def is_pending_query(body: dict) -> bool:
+    values = body.get("ExpressionAttributeValues") or {}
+    return body.get("IndexName") == "status-due_at-index" and {"S": "pending"} in values.values()
+
+
+# ---------------------------------------------------------------- logs and the simulator
+
+class LogReader(logging.Handler):
+    """Collects the callflow loggers' records formatted by the app's own JSON formatter."""
+
+    def __init__(self, caplog=None) -> None:
+        super().__init__(logging.DEBUG)
+        from chalicelib.logs import JsonFormatter
+
+        self.setFormatter(JsonFormatter())
+        self.lines: list[dict] = []
+        self._lock2 = threading.Lock()
+        logging.getLogger("callflow").addHandler(self)
+        logging.getLogger("callflow").setLevel(logging.DEBUG)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = json.loads(self.format(record))
+        with self._lock2:
+            self.lines.append(line)
+
+    def at(self, level: str) -> list[dict]:
+        return [line for line in self.lines if line["level"] == level]
+
+    def close(self) -> None:
+        logging.getLogger("callflow").removeHandler(self)
+        super().close()
+
+
+def call_id_of(call: Mapping[str, Any]) -> str:
+    """Which job a simulator call was placed for: the call_id in the hangup_url the launcher sent."""
+    return parse_qs(urlparse(call["body"]["hangup_url"]).query)["call_id"][0]
+
+
+def dialled(calls: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for call in calls:
+        counts[call_id_of(call)] = counts.get(call_id_of(call), 0) + 1
+    return counts
