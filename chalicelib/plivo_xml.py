@@ -6,8 +6,10 @@ returned. One streaming pass through defusedxml's parser (no DTDs, no entities) 
 
 from __future__ import annotations
 
+from xml.parsers.expat import ErrorString, ExpatError
+
 from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import DefusedXMLParser, ParseError
+from defusedxml.ElementTree import DefusedXMLParser
 
 MAX_BYTES = 100 * 1024
 
@@ -38,7 +40,9 @@ class _Stop(Exception):
 
 
 class _Checker:
-    """Parser target that checks nesting as elements stream past."""
+    """Expat handlers that check nesting as elements stream past (no tree is built)."""
+
+    __slots__ = ("first_only", "stack", "problems", "expat", "root_seen")
 
     def __init__(self, first_only: bool) -> None:
         self.first_only = first_only
@@ -53,19 +57,19 @@ class _Checker:
         if self.first_only:
             raise _Stop
 
-    def start(self, tag: str, attrib: dict) -> None:
+    def start(self, tag: str, attrib: object) -> None:
         stack = self.stack
         if not stack:
             if tag != "Response":
-                self._problem(f"root element must be <Response>, not <{tag}>")
+                self._problem(f"root element must be <Response>, not <{_name(tag)}>")
             self.root_seen = True
         else:
             parent = stack[-1]
             if tag not in CHILDREN.get(parent, _NO_CHILDREN):
                 if parent == "Response":
-                    self._problem(f"<{tag}> is not a Plivo verb")
+                    self._problem(f"<{_name(tag)}> is not a Plivo verb")
                 else:
-                    self._problem(f"<{tag}> is not allowed inside <{parent}>")
+                    self._problem(f"<{_name(tag)}> is not allowed inside <{parent}>")
         stack.append(tag)
 
     def end(self, tag: str) -> None:
@@ -75,8 +79,10 @@ class _Checker:
         if self.stack and self.stack[-1] in _CONTAINERS and not text.isspace():
             self._problem(f"text is not allowed directly inside <{self.stack[-1]}>")
 
-    def close(self) -> None:
-        return None
+
+def _name(tag: str) -> str:
+    # expat reports a namespaced element as "uri}local"
+    return tag.rsplit("}", 1)[-1] if "}" in tag else tag
 
 
 def problems(document: str | bytes, first_only: bool = False) -> list[str]:
@@ -86,16 +92,18 @@ def problems(document: str | bytes, first_only: bool = False) -> list[str]:
         return [f"line 1: document is {len(data)} bytes, over Plivo's limit of {MAX_BYTES}"]
     checker = _Checker(first_only)
     try:
-        parser = DefusedXMLParser(target=checker, forbid_dtd=True)
-        checker.expat = parser.parser
-        parser.feed(data)
-        parser.close()
+        # defusedxml's parser refuses DTDs, entity declarations and external references; its expat
+        # parser then reports straight to the checker, skipping ElementTree's per-element work.
+        expat = DefusedXMLParser(forbid_dtd=True).parser
+        checker.expat = expat
+        expat.StartElementHandler = checker.start
+        expat.EndElementHandler = checker.end
+        expat.CharacterDataHandler = checker.data
+        expat.Parse(data, True)
     except _Stop:
         pass
-    except ParseError as exc:
-        line = exc.position[0] if getattr(exc, "position", None) else 0
-        message = str(exc).split(":", 1)[0]
-        checker.problems.append(f"line {line}: not well-formed XML ({message})")
+    except ExpatError as exc:
+        checker.problems.append(f"line {exc.lineno}: not well-formed XML ({ErrorString(exc.code)})")
     except DefusedXmlException as exc:
         line = checker.expat.CurrentLineNumber if checker.expat is not None else 0
         kind = type(exc).__name__

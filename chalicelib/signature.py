@@ -25,6 +25,8 @@ def _text(value: Any) -> str:
 
 
 def _values(value: Any) -> list[str]:
+    if type(value) is list and len(value) == 1 and type(value[0]) is str:
+        return value  # the common case: one plain value
     if isinstance(value, (list, tuple)):
         return sorted(_text(v) for v in value)
     return [_text(value)]

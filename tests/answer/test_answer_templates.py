@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import pathlib
+from urllib.parse import parse_qsl
 
 import pytest
 from defusedxml.ElementTree import fromstring
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chalicelib import plivo_xml, templates
 from chalicelib.answer import render_answer
+from chalicelib.callbacks import parse_form
 from chalicelib.settings import Settings
 from chalicelib.template_store import StoreUnavailable, TemplateBroken, TemplateMissing
 
@@ -242,3 +246,14 @@ def test_store_down_gives_builtin():
 def test_broken_default_template_gives_builtin():
     store = DictStore({"Bad": "<Response><Nope/></Response>"}, json.dumps({"default": "Bad"}))
     assert "We are sorry" in render_answer(store, Settings(default_template="Bad"), {})
+
+
+# ---------------------------------------------------------------- form parsing
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.sampled_from("ab=&%+2Fzé;# "), max_size=24) | st.text(max_size=24))
+def test_parse_form_agrees_with_parse_qsl(text):
+    expected: dict[str, list[str]] = {}
+    for key, value in parse_qsl(text, keep_blank_values=True):
+        expected.setdefault(key, []).append(value)
+    assert parse_form(text) == expected
