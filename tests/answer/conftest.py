@@ -59,11 +59,19 @@ def env(monkeypatch):
     resources.reset()
 
 
+_SESSION: list[boto3.session.Session] = []
+
+
 @pytest.fixture
 def s3():
     """A moto S3 holding the sample templates/ directory of this repository."""
     with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
+        # moto clears boto3's default session; one shared session keeps client creation ~10 ms instead
+        # of ~150 ms (service models stay loaded). The app's own clients come from it too.
+        if not _SESSION:
+            _SESSION.append(boto3.session.Session())
+        boto3.DEFAULT_SESSION = _SESSION[0]
+        client = _SESSION[0].client("s3", region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
         for path in sorted((ROOT / "templates").iterdir()):
             client.put_object(Bucket=BUCKET, Key=PREFIX + path.name, Body=path.read_bytes())
