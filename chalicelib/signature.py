@@ -37,8 +37,15 @@ def sorted_query(params: Params) -> str:
     return "&".join(f"{key}={value}" for key in sorted(params) for value in _values(params[key]))
 
 
+def _first_item(item: tuple[str, Any]) -> str:
+    return item[0]
+
+
 def sorted_body(params: Params) -> str:
     """`kvkv` sorted by key then value, no separators (the POST body form); nested objects recurse."""
+    items = sorted(params.items(), key=_first_item)
+    if all(type(v) is list and len(v) == 1 and type(v[0]) is str for _, v in items):
+        return "".join([key + values[0] for key, values in items])  # a form with one value per name
     parts = []
     for key in sorted(params):
         value = params[key]
