@@ -79,14 +79,22 @@ class PlivoClient:
     def close(self) -> None:
         self._session.close()
 
-    def create_call(self, body: dict[str, Any]) -> CallResult:
-        """POST one call and classify the outcome; never raises for network or HTTP errors."""
+    def prepare_call(self, body: dict[str, Any]):
+        """The ready-to-send request, built ahead so that sending right after a rate slot is quick."""
         import requests
 
+        return self._session.prepare_request(requests.Request("POST", self.call_url, json=body))
+
+    def create_call(self, body: dict[str, Any] | None = None, prepared=None) -> CallResult:
+        """POST one call (a body, or a request from prepare_call) and classify the outcome; never raises
+        for network or HTTP errors."""
+        import requests
+
+        if prepared is None:
+            prepared = self.prepare_call(body or {})
         try:
-            response = self._session.post(
-                self.call_url, json=body, timeout=(self.connect_timeout, self.read_timeout),
-                allow_redirects=False,
+            response = self._session.send(
+                prepared, timeout=(self.connect_timeout, self.read_timeout), allow_redirects=False,
             )
         except requests.exceptions.ConnectTimeout:
             return CallResult(RETRY, error="connect timeout: request not sent")

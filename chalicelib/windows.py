@@ -76,11 +76,12 @@ def next_opening(window: str, tz: str, instant: float) -> float:
     if win.contains(local.time().replace(tzinfo=None)):
         return instant
     day = local.date()
-    for offset in range(0, 3):
+    for offset in range(0, 4):
         # fold=0: an ambiguous opening means its first occurrence; a nonexistent one (DST gap) maps to the
         # instant just after the gap, which is when the wall clock first shows a time past the opening.
         opening = datetime.combine(day + timedelta(days=offset), win.start, tzinfo=tzinfo).timestamp()
-        if opening > instant:
+        # A window lying wholly inside a DST gap does not happen that day.
+        if opening > instant and win.contains(datetime.fromtimestamp(opening, tzinfo).time()):
             return opening
     raise WindowError(f"calling window {window!r} never opens")  # unreachable for a parsed window
 

@@ -148,3 +148,10 @@ def test_transient_delay_grows_and_is_capped():
     assert 15 <= values[0] <= 30
     assert all(v <= backoff.TRANSIENT_CAP for v in values)
     assert values[-1] >= backoff.TRANSIENT_CAP / 2
+
+
+def test_window_wholly_inside_a_dst_gap_opens_the_next_day():
+    london = ZoneInfo("Europe/London")
+    before = datetime(2028, 3, 26, 0, 30, tzinfo=london).timestamp()  # 01:00-02:00 does not exist
+    moved = windows.next_opening("01:00-01:45", "Europe/London", before)
+    assert datetime.fromtimestamp(moved, london).replace(tzinfo=None) == datetime(2028, 3, 27, 1, 0)
