@@ -106,6 +106,31 @@ def plivo_sign(method: str, uri: str, params: Mapping[str, Any], nonce: str, tok
     return get_signature_v3(token.encode(), url.decode("utf-8"), nonce.encode()).decode()
 
 
+def plivo_sign_parts(method: str, base_uri: str, query: Mapping[str, list[str]], body: Mapping[str, Any],
+                     nonce: str, token: str = TOKEN) -> str:
+    """Like plivo_sign, for a URL given as its decoded query. plivo-python parses a URL's query as ASCII
+    bytes, so it cannot sign a URL whose query decodes to non-ASCII text; the SDK's own sorting functions
+    are used on the decoded parameters instead (PLIVO.md steps 2 and 3)."""
+    from plivo.utils.signature_v3 import (
+        construct_get_url,
+        construct_post_url,
+        get_signature_v3,
+        get_sorted_params_string,
+        get_sorted_query_string,
+    )
+
+    query = {key: list(values) for key, values in query.items()}
+    if method.upper() == "GET":
+        url = construct_get_url(base_uri, query).decode("utf-8")
+    elif not query:
+        url = construct_post_url(base_uri, dict(body)).decode("utf-8")
+    elif not body:
+        url = construct_get_url(base_uri, query).decode("utf-8")
+    else:
+        url = f"{base_uri}?{get_sorted_query_string(query)}.{get_sorted_params_string(dict(body))}"
+    return get_signature_v3(token.encode(), url, nonce.encode()).decode()
+
+
 def signed_headers(method: str, uri: str, params: Mapping[str, Any] | None = None,
                    nonce: str = "424242") -> dict[str, str]:
     return {"X-Plivo-Signature-V3": plivo_sign(method, uri, params or {}, nonce),
