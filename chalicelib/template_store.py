@@ -229,10 +229,13 @@ class TemplateStore:
             elif status == 404 or code in _MISSING_CODES:
                 return _MISSING
             elif status == 403 or code in _DENIED_CODES:
-                # Without s3:ListBucket, S3 answers 403 for a missing key.
+                # Without s3:ListBucket S3 answers 403 for a missing key, so 403 is ambiguous: a key never
+                # seen is missing; a key we hold a version of keeps being served (stale-on-error).
                 logs.log(log, logging.WARNING, "S3 denied access: missing template, or no s3:GetObject",
-                         key=key, cause=code)
-                return _MISSING
+                         key=key, cause=code or "403")
+                if etag is None:
+                    return _MISSING
+                raise StoreUnavailable(f"S3 get {key}: access denied ({code or 403})") from None
             self._down_until = now + self._error_backoff
             raise StoreUnavailable(f"S3 get {key}: {type(exc).__name__}: {exc}") from None
 

@@ -93,12 +93,21 @@ def client(s3):
         yield test_client
 
 
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, *args, **kwargs):
+        yield self.body
+
+
 class S3Traffic:
     """Counts real S3 requests made by a boto3 client and can make them fail like a dead network."""
 
     def __init__(self, s3_client) -> None:
         self.calls: list[str] = []
         self.down = False
+        self.error: tuple[int, str] | None = None  # (HTTP status, S3 error code) to answer instead of S3
         events = s3_client.meta.events
         events.register_first("before-send.s3", self._before_send)
 
@@ -106,6 +115,12 @@ class S3Traffic:
         self.calls.append(f"{request.method} {request.url}")
         if self.down:
             raise EndpointConnectionError(endpoint_url=request.url)
+        if self.error is not None:
+            from botocore.awsrequest import AWSResponse
+
+            status, code = self.error
+            body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
+            return AWSResponse(request.url, status, {"Content-Type": "application/xml"}, _Raw(body))
         return None
 
     def reset(self) -> None:

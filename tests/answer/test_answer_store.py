@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import boto3
 import pytest
 from conftest import BUCKET, PREFIX, S3Traffic, put
 
@@ -196,3 +197,29 @@ def test_routes_cached_revalidated_and_errors(store, s3, clock, traffic):
     traffic.reset()
     clock.now += 30
     assert store.routes() == templates.EMPTY_ROUTES and traffic.calls == []  # absence is cached too
+
+
+def test_access_denied_is_missing_when_cold_and_stale_when_warm(store, traffic, clock):
+    """Without s3:ListBucket S3 says 403 for a missing key: unknown names are missing, cached ones stay."""
+    template = store.template("Promo")
+    traffic.error = (403, "AccessDenied")
+    with pytest.raises(TemplateMissing):
+        store.template("Welcome")
+    clock.now += 61
+    assert store.template("Promo") is template
+    with pytest.raises(TemplateMissing):  # not treated as an outage: other names are still asked
+        clock.now += 11
+        store.template("Reminder")
+
+
+@pytest.mark.parametrize("status,code", [(500, "InternalError"), (503, "SlowDown")])
+@pytest.mark.usefixtures("s3")
+def test_server_errors_are_outages(clock, status, code):
+    from botocore.config import Config
+
+    client = boto3.client("s3", region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
+    traffic = S3Traffic(client)
+    store = TemplateStore(client, BUCKET, PREFIX, ttl=60, clock=clock)
+    traffic.error = (status, code)
+    with pytest.raises(StoreUnavailable, match=code):
+        store.template("Promo")
