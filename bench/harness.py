@@ -41,6 +41,15 @@ REGION = "us-east-1"
 # ---------------------------------------------------------------- processes and environment
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (from /proc), to show who the CPU went to."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -104,6 +113,9 @@ class MotoServer:
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError("moto server did not start within 30 s")
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self._proc.pid) if self._proc else float("nan")
 
     def reset(self) -> None:
         """Drop every bucket and table (moto's own reset endpoint)."""

@@ -64,6 +64,12 @@ def job(i: int, prefix: str, now: float) -> dict:
     }
 
 
+def boto3_table(name: str):
+    import boto3
+
+    return boto3.resource("dynamodb").Table(name)
+
+
 def seed_jobs(table_name: str, count: int, prefix: str) -> None:
     import boto3
 
@@ -118,6 +124,9 @@ class SimProcess:
         with urllib.request.urlopen(f"{self.url}/__sim/requests", timeout=10) as resp:
             return json.loads(resp.read())
 
+    def cpu_seconds(self) -> float:
+        return harness.cpu_seconds(self._proc.pid)
+
     def reset(self) -> None:
         req = urllib.request.Request(f"{self.url}/__sim/reset", data=b"{}", method="POST",
                                      headers={"Content-Type": "application/json"})
@@ -149,13 +158,26 @@ def _launcher_worker(config: dict) -> dict:
         client.meta.events.register("before-send.dynamodb", count)
         deadline = time.monotonic() + 900
         started = time.monotonic()
+        cpu = time.process_time()
         summary = launcher.launch(remaining_ms=lambda: int((deadline - time.monotonic()) * 1000))
         elapsed = time.monotonic() - started
+        cpu = time.process_time() - cpu
+    statuses: dict[str, int] = {}
+    table = boto3_table(table_name)
+    scan: dict = {}
+    while True:
+        page = table.scan(ProjectionExpression="#s", ExpressionAttributeNames={"#s": "status"}, **scan)
+        for item in page["Items"]:
+            statuses[item["status"]] = statuses.get(item["status"], 0) + 1
+        if "LastEvaluatedKey" not in page:
+            break
+        scan = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
     ops: dict[str, int] = {}
     for target in sent:
         name = (target.decode() if isinstance(target, bytes) else str(target)).rsplit(".", 1)[-1]
         ops[name] = ops.get(name, 0) + 1
-    return {"summary": summary, "dynamodb": len(sent), "dynamodb_ops": ops, "elapsed": elapsed}
+    return {"summary": summary, "dynamodb": len(sent), "dynamodb_ops": ops, "elapsed": elapsed,
+            "launcher_cpu_s": cpu, "statuses": statuses}
 
 
 def _sequential_worker(config: dict) -> dict:
@@ -205,12 +227,13 @@ def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tupl
     env = _env(moto)
     sim = SimProcess(LATENCY)
     try:
-        return _run(sim, env, jobs, seq_jobs)
+        return _run(moto, sim, env, jobs, seq_jobs)
     finally:
         sim.stop()
 
 
-def _run(sim: SimProcess, env: dict[str, str], jobs: int, seq_jobs: int) -> tuple[list[Result], dict]:
+def _run(moto: harness.MotoServer, sim: SimProcess, env: dict[str, str], jobs: int,
+         seq_jobs: int) -> tuple[list[Result], dict]:
     seq = harness.run_worker("launcher_throughput", {"mode": "sequential", "jobs": seq_jobs,
                                                      "sim_url": sim.url}, env)
     results: list[Result] = []
@@ -218,9 +241,12 @@ def _run(sim: SimProcess, env: dict[str, str], jobs: int, seq_jobs: int) -> tupl
     for cps in (10, 50):
         sim.reset()
         table = f"{TABLE_PREFIX}-{cps}-{int(time.time())}"
+        moto_cpu, sim_cpu = moto.cpu_seconds(), sim.cpu_seconds()
         out = harness.run_worker("launcher_throughput", {"mode": "launch", "table": table, "jobs": jobs,
                                                          "cps": cps, "prefix": f"cps{cps}",
                                                          "sim_url": sim.url}, env, timeout=600)
+        out["moto_cpu_s"] = moto.cpu_seconds() - moto_cpu
+        out["sim_cpu_s"] = sim.cpu_seconds() - sim_cpu
         placed = out["summary"].get("placed", 0)
         starts = sorted(r["time"] for r in sim.requests() if r.get("status") == 201)
         span = (starts[-1] - starts[0] + 1 / cps) if starts else float("inf")
@@ -229,13 +255,20 @@ def _run(sim: SimProcess, env: dict[str, str], jobs: int, seq_jobs: int) -> tupl
         per_call = out["dynamodb"] / placed if placed else float("inf")
         window_start, _ = busiest_window(starts)
         in_window = [round(t - window_start, 4) for t in starts if window_start <= t < window_start + 1.0]
+        per_second = [0] * (int(starts[-1] - starts[0]) + 1 if starts else 0)
+        for stamp in starts:
+            per_second[int(stamp - starts[0])] += 1
         details[f"cps{cps}"] = out | {"achieved_cps": achieved, "peak": peak, "span_s": span,
+                                      "starts_per_second": per_second,
                                       "busiest_window_offsets_s": in_window,
                                       "starts_rel_s": [round(t - starts[0], 4) for t in starts]}
         tag = f"CPS {cps}, {jobs} jobs"
+        st = out["statuses"]
+        lost = jobs - st.get("placed", 0) - st.get("pending", 0)
         results += [
-            Result("launcher", f"{tag}: placed / due", f"{placed} / {out['summary'].get('due', '?')}",
-                   f"{jobs} placed", placed == jobs),
+            Result("launcher", f"{tag}: placed in one pass (rest stays pending)",
+                   f"{placed} placed, {st.get('pending', 0)} pending, {lost} other", "none lost", lost == 0
+                   and placed == st.get("placed", 0)),
             Result("launcher", f"{tag}: achieved / configured CPS",
                    f"{achieved:.2f} / {cps} = {achieved / cps:.3f}", "≥ 0.95", achieved / cps >= 0.95),
             Result("launcher", f"{tag}: most starts in any 1 s", str(peak), f"≤ {cps}", peak <= cps),

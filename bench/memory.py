@@ -25,8 +25,11 @@ def _status_kb(field: str) -> int:
 
 def worker(config: dict) -> dict:
     import app
+    from bench.s3_requests import S3Counter
+    from chalicelib import resources
 
     names = config["names"]
+    counter = S3Counter(resources.s3_client())
     total = config["requests"]
     every = config["unknown_every"]
     context = harness.LambdaContext()
@@ -53,6 +56,7 @@ def worker(config: dict) -> dict:
         "hwm_kb": _status_kb("VmHWM"),
         "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "unknown_names": total // every,
+        "s3": counter.summary(),
         "bad_unknown_answers": fallbacks,
         "seconds": time.monotonic() - started,
     }
@@ -66,10 +70,13 @@ def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tupl
     half, end = total // 2, total
     growth_mb = (by_request[end] - by_request[half]) / 1024
     peak_mb = out["hwm_kb"] / 1024
+    s3 = out["s3"]
     results = [
         Result("memory", f"peak RSS (VmHWM) after {total:,} answers", f"{peak_mb:.1f} MB", "< 100 MB",
                peak_mb < 100),
         Result("memory", f"RSS growth, request {half:,} → {end:,} ({out['unknown_names']:,} unknown names)",
                f"{growth_mb:+.2f} MB", "≤ +1 MB (flat)", growth_mb <= 1.0),
+        Result("memory", f"S3 requests in those {total:,} answers (unknown names: {out['unknown_names']:,})",
+               f"{s3['requests']:,} ({s3['conditional']:,} conditional)", "", None),
     ]
     return results, out
