@@ -246,6 +246,16 @@ def dynamodb_error(url: str, status: int, code: str, message: str = "injected fa
     return aws_error_response(url, status, body, "application/x-amz-json-1.0")
 
 
+class _Sent:
+    """The request as the fault sees it (its original URL)."""
+
+    def __init__(self, request, url: str) -> None:
+        self.request = request
+        self.url = url
+        self.body = request.body
+        self.method = request.method
+
+
 class FaultHook:
     """A `before-send` hook on one real boto3 client: for requests that `match`, `fault(request)` returns
     an AWSResponse or raises a botocore exception, instead of the request reaching AWS (moto).
@@ -277,7 +287,12 @@ class FaultHook:
                     return None
                 self.remaining -= 1
             self.injected.append(body)
-        return self.fault(request)
+        url = request.url
+        # botocore emits before-send to every handler and uses the first response; in-process moto is a
+        # later handler and would still apply the request. Point it at a host moto does not serve, so a
+        # refused request really is refused.
+        request.url = "https://fault-injected.invalid/"
+        return self.fault(_Sent(request, url))
 
     def remove(self) -> None:
         self.active = False
