@@ -1,0 +1,175 @@
+"""A launcher pass killed mid-flight (a Lambda timeout or OOM): nothing is dialled twice, the job ends
+`unknown` at a later pass, and a late hangup callback still settles it.
+
+A moto server process holds the table so its state survives the kill; the pass runs in its own process
+(crash_runner.py) with the real launcher and dies through a botocore hook on its DynamoDB client. Plivo is
+the simulator in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from faultlib import (
+    ENV,
+    ROOT,
+    call_id_of,
+    create_stack,
+    dialled,
+    invoke,
+    make_job,
+    signed_hangup_event,
+)
+
+from chalicelib import launcher, resources
+
+RUNNER = Path(__file__).resolve().parent / "crash_runner.py"
+STALE = launcher.STALE_DIALING_SECONDS + 60  # how far the clock of the "later" pass is moved on
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def moto_server():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def stack(moto_server, env, plivo_env):
+    env.setenv("AWS_ENDPOINT_URL", moto_server)
+    env.setenv("PLIVO_CPS", "50")  # the later passes; the dying one runs at 5 CPS (10 workers)
+    resources.reset()
+    create_stack(endpoint_url=moto_server, templates=False)
+    repo = resources.job_repository()
+    now = time.time()
+    ids = [f"crash-{i:02d}" for i in range(40)]  # more than the dying pass's workers can claim at once
+    for i, call_id in enumerate(ids):
+        repo.add(make_job(call_id, due_at=now - 100 + i, to=f"141555501{i:02d}"))
+    return moto_server, ids
+
+
+def run_and_kill(moment: str, moto_url: str, sim_url: str) -> list[str]:
+    environment = {key: value for key, value in os.environ.items() if key not in ENV}
+    environment.update(ENV)
+    environment.update({"AWS_ENDPOINT_URL": moto_url, "PLIVO_API_URL": sim_url, "PLIVO_CPS": "5",
+                        "PYTHONPATH": str(ROOT)})
+    done = subprocess.run([sys.executable, str(RUNNER), moment], env=environment, capture_output=True,
+                          text=True, timeout=120, cwd=str(ROOT))
+    assert done.returncode == 17, f"the pass was not killed: {done.returncode}\n{done.stdout}\n{done.stderr}"
+    killed = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("KILLED ")]
+    assert killed, done.stdout
+    return killed
+
+
+def statuses() -> dict[str, dict]:
+    return {job["call_id"]: job for job in resources.job_repository().list()}
+
+
+def later_pass(seconds: float) -> dict:
+    """A scheduled run `seconds` from now (the launcher's clock injection)."""
+    return launcher.Launcher(resources.job_repository(), resources.plivo_client(), resources.settings(),
+                             clock=lambda: time.time() + seconds).run()
+
+
+def settle(call_id: str, request_uuid: str) -> dict:
+    params = {"CallUUID": f"cu-{call_id}", "RequestUUID": request_uuid, "CallStatus": "completed",
+              "HangupCause": "NORMAL_CLEARING", "Duration": "31", "Event": "Hangup", "From": "14155559999"}
+    reply = invoke(signed_hangup_event(call_id, params))
+    assert reply["statusCode"] == 200, reply
+    return resources.job_repository().get(call_id)
+
+
+@pytest.mark.slow
+def test_killed_between_claim_and_dial(stack, sim):
+    moto_url, ids = stack
+    run_and_kill("after-claim", moto_url, sim.url)
+    jobs = statuses()
+    assert sorted(jobs) == ids, "a job was lost"
+    crashed = {call_id for call_id, job in jobs.items() if job["status"] == "dialing"}
+    assert crashed, jobs
+    assert sim.calls == [] and sim.requests == [], "the dying pass reached Plivo"
+    waiting = set(ids) - crashed
+    assert waiting, "the dying pass claimed every job: the test needs more jobs than workers"
+    assert all(jobs[c]["status"] == "pending" for c in waiting)
+
+    # The next run, a minute later: the claimed job is left alone (it may be mid-dial elsewhere).
+    first = launcher.launch()
+    assert first["placed"] == len(ids) - len(crashed) and first["unknown"] == 0
+    assert all(resources.job_repository().get(c)["status"] == "dialing" for c in crashed)
+
+    # A run long after the claim gives up on it: unknown, never dialled.
+    second = later_pass(STALE)
+    assert second["unknown"] == len(crashed) and second["placed"] == 0
+    jobs = statuses()
+    for call_id in crashed:
+        assert jobs[call_id]["status"] == "unknown"
+        assert jobs[call_id].get("last_error"), jobs[call_id]
+    counts = dialled(sim.calls)
+    assert not crashed & set(counts), "a job whose pass died was dialled"
+    assert set(counts) == waiting and set(counts.values()) == {1}
+    assert later_pass(STALE * 2)["due"] == 0  # unknown is terminal for the launcher
+
+    # Had the call gone out after all, Plivo's hangup callback settles the job.
+    for call_id in crashed:
+        job = settle(call_id, "late-request-uuid")
+        assert job["status"] == "completed" and job["outcome"] == "completed"
+        assert job["call_uuid"] == f"cu-{call_id}" and job["duration"] == 31
+
+
+@pytest.mark.slow
+def test_killed_between_dial_and_record(stack, sim):
+    moto_url, ids = stack
+    killed = run_and_kill("after-dial", moto_url, sim.url)
+    assert sim.wait_for(lambda s: len(s.calls) >= 1, timeout=5)
+    jobs = statuses()
+    assert sorted(jobs) == ids
+    crashed = {call_id for call_id, job in jobs.items() if job["status"] == "dialing"}
+    assert set(killed) <= crashed
+    placed_before = dialled(sim.calls)
+    assert set(placed_before.values()) == {1} and set(placed_before) <= crashed
+    waiting = set(ids) - crashed
+
+    assert later_pass(0)["placed"] == len(waiting)  # the next run dials only what was still pending
+    assert later_pass(STALE)["unknown"] == len(crashed)
+    jobs = statuses()
+    assert all(jobs[c]["status"] == "unknown" for c in crashed)
+    counts = dialled(sim.calls)
+    assert set(counts) == waiting | set(placed_before) and set(counts.values()) == {1}, counts
+
+    # The real hangup callback for a call placed by the dead pass arrives late and settles the job.
+    uuids = {call_id_of(call): call["request_uuid"] for call in sim.calls}
+    for call_id in placed_before:
+        job = settle(call_id, uuids[call_id])
+        assert job["status"] == "completed", job
