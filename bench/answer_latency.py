@@ -35,6 +35,7 @@ def _time(handler, events: list[dict], names: list[str], count: int) -> tuple[li
     for i, event in enumerate(events):  # warm-up: every variant once, checked
         _check(handler(dict(event), context), names[i % len(names)])
     gc.collect()
+    _time.gc_runs = sum(s["collections"] for s in gc.get_stats())  # type: ignore[attr-defined]
     samples: list[float] = []
     cpu: list[float] = []
     bad = 0
@@ -49,6 +50,7 @@ def _time(handler, events: list[dict], names: list[str], count: int) -> tuple[li
         samples.append((end - start) / 1000)
         if response["statusCode"] != 200:
             bad += 1
+    _time.gc_runs = sum(s["collections"] for s in gc.get_stats()) - _time.gc_runs  # type: ignore[attr-defined]
     if bad:
         raise AssertionError(f"{bad} of {count} answers were not 200")
     return samples, cpu
@@ -66,6 +68,7 @@ def worker(config: dict) -> dict:
         events = _events(names, signed=config.get("signed", True))
         samples, cpu = _time(app.app, events, names, config["requests"])
     return {
+        "gc_runs": _time.gc_runs,  # type: ignore[attr-defined]
         "cpu_p50_us": harness.percentile(cpu, 50),
         "cpu_p99_us": harness.percentile(cpu, 99),
         "count": len(samples),
@@ -99,6 +102,8 @@ def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tupl
                f"{product['p99_us']:.0f} µs", "≤ 250 µs", product["p99_us"] <= 250),
         Result("answer", "warm CPU time p50 / p99 (thread time: excludes other processes)",
                f"{product['cpu_p50_us']:.0f} / {product['cpu_p99_us']:.0f} µs", "", None),
+        Result("answer", "cyclic GC runs per 1000 warm answers (garbage cycles per request)",
+               f"{product['gc_runs'] * 1000 / product['count']:.1f}", "", None),
         naive_row,
         Result("answer", "speed-up vs naive (p50 ratio; p99 ratio)", f"{speedup:.0f}× ({speedup_p99:.0f}×)",
                "≥ 20×", speedup >= 20),
