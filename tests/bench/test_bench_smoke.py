@@ -79,6 +79,7 @@ def moto():
         yield server, names
 
 
+@pytest.mark.e2e
 def test_s3_counter_sees_conditional_gets(moto) -> None:
     server, names = moto
     env = harness.aws_env(server.url)
@@ -95,6 +96,8 @@ def test_s3_counter_sees_conditional_gets(moto) -> None:
     assert summary["not_modified"] == 1
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_answer_workers_at_toy_size(moto) -> None:
     server, names = moto
     env = harness.answer_env(server.url)
@@ -110,6 +113,7 @@ def test_answer_workers_at_toy_size(moto) -> None:
     assert mem["unknown_names"] == 4 and mem["hwm_kb"] > 10_000
 
 
+@pytest.mark.e2e
 def test_worker_failure_is_reported(moto) -> None:
     server, names = moto
     with pytest.raises(RuntimeError, match="bench worker answer_latency failed"):
@@ -117,6 +121,7 @@ def test_worker_failure_is_reported(moto) -> None:
                            harness.answer_env(server.url))
 
 
+@pytest.mark.e2e
 def test_cold_start_children(moto) -> None:
     server, names = moto
     env = cold_start.child_env(server, names[0])
@@ -128,6 +133,7 @@ def test_cold_start_children(moto) -> None:
         cold_start._start(cold_start.APP_SCRIPT, env)
 
 
+@pytest.mark.e2e
 def test_launcher_pass_against_simulator(moto) -> None:
     server, _ = moto
     env = launcher_throughput._env(server)
