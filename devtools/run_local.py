@@ -299,13 +299,11 @@ class Scheduler(threading.Thread):
         self.stack = stack
         self.interval = interval
         self.stop_event = stop
-        self.kick = threading.Event()
 
     def run(self) -> None:
         while not self.stop_event.is_set():
             self.run_once()
-            self.kick.wait(self.interval)
-            self.kick.clear()
+            self.stop_event.wait(self.interval)
 
     def run_once(self) -> None:
         """One `callflow launch` in a child process (a fresh interpreter, like a Lambda invocation)."""
@@ -416,8 +414,14 @@ def wait_for_demo(stack: Stack, call_id: str, stop: threading.Event,
         if item:
             job = plain({k: deserialize(v) for k, v in item.items()})
             if job.get("status") in FINAL_STATUSES or job.get("outcome"):
-                heard = next((h for h in stack.heard() if h.get("request_uuid") == job.get("request_uuid")),
-                             None)
+                # The simulator files its record once the hangup callback has been answered: just after.
+                heard = None
+                settle = time.monotonic() + 5
+                while heard is None and time.monotonic() < settle and not stop.is_set():
+                    heard = next((h for h in stack.heard()
+                                  if h.get("request_uuid") == job.get("request_uuid")), None)
+                    if heard is None:
+                        stop.wait(0.1)
                 return job, heard
         stop.wait(0.25)
     if stop.is_set():

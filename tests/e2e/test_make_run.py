@@ -7,7 +7,7 @@ creating a venv is pip's job, not what this test is about.
 from __future__ import annotations
 
 import os
-import selectors
+import select
 import shutil
 import signal
 import subprocess
@@ -42,18 +42,28 @@ def processes_in(directory: Path) -> list[str]:
 
 
 def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
-    output = ""
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
+    """Output of `process` until `marker` appears (or it exits, or `timeout`). Unbuffered: a line
+    already sitting in a read buffer must not wait for the next one."""
+    fd = process.stdout.fileno()
+    os.set_blocking(fd, False)
+    output = b""
     deadline = time.monotonic() + timeout
-    while marker not in output and time.monotonic() < deadline:
-        if process.poll() is not None:
-            output += process.stdout.read()
+    while marker.encode() not in output and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            output += chunk
+        elif process.poll() is not None:
             break
-        if selector.select(timeout=0.5):
-            line = process.stdout.readline()
-            output += line
-    return output
+    if marker.encode() in output:  # the rest of the marker's line
+        end = time.monotonic() + 2
+        while not output.endswith(b"\n") and time.monotonic() < end:
+            if select.select([fd], [], [], 0.2)[0]:
+                output += os.read(fd, 65536)
+    os.set_blocking(fd, True)
+    return output.decode(errors="replace")
 
 
 @pytest.fixture
@@ -75,7 +85,7 @@ def make_run(clone: Path, api: int, moto: int, plivo: int) -> subprocess.Popen:
     return subprocess.Popen(
         ["make", "--no-print-directory", "-o", ".venv/.installed", "run", f"API_PORT={api}",
          f"MOTO_PORT={moto}", f"PLIVO_PORT={plivo}"],
-        cwd=clone, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=clone, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         env={k: v for k, v in os.environ.items() if not k.startswith(OUR_VARIABLES)},
     )
 
@@ -94,7 +104,7 @@ def test_make_run_shows_the_demo_call_and_stops_cleanly(clone):
     finally:
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         try:
-            rest, _ = process.communicate(timeout=20)
+            rest = process.communicate(timeout=20)[0].decode(errors="replace")
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             raise
@@ -129,7 +139,7 @@ def test_port_in_use_gives_a_clear_message(clone):
         busy.listen()
         port = busy.getsockname()[1]
         process = make_run(clone, free_port(), port, free_port())
-        output, _ = process.communicate(timeout=60)
+        output = process.communicate(timeout=60)[0].decode(errors="replace")
     assert process.returncode != 0
     assert f"port {port} for the moto server is already in use" in output, output
     assert "Traceback" not in output
