@@ -186,10 +186,11 @@ def invoke(event: Mapping[str, Any]) -> dict[str, Any]:
 
 def signed_hangup_event(call_id: str, params: Mapping[str, str], nonce: str = "777") -> dict[str, Any]:
     """Plivo's POST to the hangup_url the launcher gave it, signed with the account token."""
-    uri = f"{BASE}/hangup?{urlencode({'call_id': call_id})}"
-    headers = {**signed_headers("POST", uri, params, nonce),
+    query = {"call_id": [call_id]}
+    signature = plivo_sign_parts("POST", f"{BASE}/hangup", query, params, nonce)
+    headers = {"X-Plivo-Signature-V3": signature, "X-Plivo-Signature-V3-Nonce": nonce,
                "Content-Type": "application/x-www-form-urlencoded"}
-    return api_event("POST", "/hangup", headers=headers, query={"call_id": [call_id]}, body=form(params))
+    return api_event("POST", "/hangup", headers=headers, query=query, body=form(params))
 
 
 # ---------------------------------------------------------------- XML
