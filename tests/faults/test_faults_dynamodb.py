@@ -8,6 +8,7 @@ from the simulator: every job still exists, none is dialled twice, and the pass 
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -65,7 +66,8 @@ def launch_reporting() -> dict:
 
 
 def cause_mentions(lines: list[dict], *words: str) -> list[dict]:
-    return [line for line in lines if any(w in str(line.get("cause", "")) + line["message"] for w in words)]
+    """Log lines whose text (message, cause, reason ...) names one of `words`."""
+    return [line for line in lines if any(word in json.dumps(line) for word in words)]
 
 
 @pytest.mark.slow
