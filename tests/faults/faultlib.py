@@ -341,15 +341,17 @@ def is_pending_query(body: dict) -> bool:
 class LogReader(logging.Handler):
     """Collects the callflow loggers' records formatted by the app's own JSON formatter."""
 
-    def __init__(self, caplog=None) -> None:
+    def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         from chalicelib.logs import JsonFormatter
 
         self.setFormatter(JsonFormatter())
         self.lines: list[dict] = []
         self._lock2 = threading.Lock()
-        logging.getLogger("callflow").addHandler(self)
-        logging.getLogger("callflow").setLevel(logging.DEBUG)
+        logger = logging.getLogger("callflow")
+        self._level = logger.level
+        logger.addHandler(self)
+        logger.setLevel(logging.INFO)
 
     def emit(self, record: logging.LogRecord) -> None:
         line = json.loads(self.format(record))
@@ -360,7 +362,9 @@ class LogReader(logging.Handler):
         return [line for line in self.lines if line["level"] == level]
 
     def close(self) -> None:
-        logging.getLogger("callflow").removeHandler(self)
+        logger = logging.getLogger("callflow")
+        logger.removeHandler(self)
+        logger.setLevel(self._level)
         super().close()
 
 
