@@ -7,6 +7,7 @@ overlaps), then records the outcome. Anything it does not reach stays `pending` 
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import threading
@@ -125,6 +126,16 @@ class Launcher:
     # --- the pass --------------------------------------------------------------------------------
 
     def run(self) -> dict[str, int]:
+        # A full collection over boto3's models can pause every thread for 100+ ms, long enough to bunch
+        # requests together at Plivo; collect once now and keep today's objects out of later collections.
+        gc.collect()
+        gc.freeze()
+        try:
+            return self._run()
+        finally:
+            gc.unfreeze()
+
+    def _run(self) -> dict[str, int]:
         started = self.clock()
         self._expire_stale(started)
         if hasattr(self.plivo, "ensure_pool"):

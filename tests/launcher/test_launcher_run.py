@@ -22,7 +22,7 @@ from tests.launcher.conftest import AUTH_ID, AUTH_TOKEN, make_job
 def launcher_for(repo, url, cps=50.0, read_timeout=2.0, **kwargs):
     settings = Settings.from_env()
     settings = Settings(**{**settings.__dict__, "plivo_cps": cps})
-    client = PlivoClient(AUTH_ID, AUTH_TOKEN, url, connect_timeout=0.5, read_timeout=read_timeout)
+    client = PlivoClient(AUTH_ID, AUTH_TOKEN, url, read_timeout=read_timeout)
     return Launcher(repo, client, settings, **kwargs)
 
 
