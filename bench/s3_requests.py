@@ -13,32 +13,37 @@ from bench.harness import Result
 
 
 class S3Counter:
-    """Counts every HTTP request a boto3 client sends, and which of them are conditional GETs."""
+    """Counts every HTTP request a boto3 client sends, and which of them are conditional GETs.
+
+    Counters only, no per-request records: the memory measurement runs it for 100 000 answers.
+    """
 
     def __init__(self, client) -> None:
-        self.sent: list[tuple[str, str, bool]] = []
-        self.statuses: list[int] = []
+        self.clear()
         client.meta.events.register("before-send.s3", self._before_send)
         client.meta.events.register("after-call.s3", self._after_call)
 
     def _before_send(self, request, **kwargs) -> None:
-        conditional = any(h.lower() in ("if-none-match", "if-modified-since") for h in request.headers.keys())
-        self.sent.append((request.method, request.url, conditional))
+        self.requests += 1
+        if any(h.lower() in ("if-none-match", "if-modified-since") for h in request.headers.keys()):
+            self.conditional += 1
+        self.methods.add(request.method)
 
     def _after_call(self, http_response, **kwargs) -> None:
-        self.statuses.append(http_response.status_code)
+        if http_response.status_code == 304:
+            self.not_modified += 1
 
     def clear(self) -> None:
-        self.sent.clear()
-        self.statuses.clear()
+        self.requests = self.conditional = self.not_modified = 0
+        self.methods: set[str] = set()
 
     def summary(self) -> dict:
         return {
-            "requests": len(self.sent),
-            "conditional": sum(1 for _, _, c in self.sent if c),
-            "unconditional": sum(1 for _, _, c in self.sent if not c),
-            "not_modified": sum(1 for s in self.statuses if s == 304),
-            "methods": sorted({m for m, _, _ in self.sent}),
+            "requests": self.requests,
+            "conditional": self.conditional,
+            "unconditional": self.requests - self.conditional,
+            "not_modified": self.not_modified,
+            "methods": sorted(self.methods),
         }
 
 
