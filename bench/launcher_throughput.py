@@ -263,6 +263,7 @@ def _run(moto: harness.MotoServer, sim: SimProcess, env: dict[str, str], jobs: i
                                       "busiest_window_offsets_s": in_window,
                                       "starts_rel_s": [round(t - starts[0], 4) for t in starts]}
         tag = f"CPS {cps}, {jobs} jobs"
+        steady = f"{harness.median(per_second[:-1]):g}" if len(per_second) > 1 else "n/a"
         st = out["statuses"]
         lost = jobs - st.get("placed", 0) - st.get("pending", 0)
         results += [
@@ -271,6 +272,8 @@ def _run(moto: harness.MotoServer, sim: SimProcess, env: dict[str, str], jobs: i
                    and placed == st.get("placed", 0)),
             Result("launcher", f"{tag}: achieved / configured CPS",
                    f"{achieved:.2f} / {cps} = {achieved / cps:.3f}", "≥ 0.95", achieved / cps >= 0.95),
+            Result("launcher", f"{tag}: starts per second, first 3 s; median of full seconds",
+                   f"{per_second[:3]}; {steady}", "", None),
             Result("launcher", f"{tag}: most starts in any 1 s", str(peak), f"≤ {cps}", peak <= cps),
             Result("launcher", f"{tag}: DynamoDB requests / placed call", f"{per_call:.2f}", "≤ 2.1",
                    per_call <= 2.1),
