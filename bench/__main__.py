@@ -4,6 +4,7 @@ write BENCHMARKS.md (full runs only, unless --output is given) and exit 1 if any
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             report.details[key] = details | {"seconds": round(time.monotonic() - t0, 1)}
             print(f"bench: {key} done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
     elapsed = time.monotonic() - started
+    machine["load average at end (1/5/15 min)"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if not args.quick and not args.only:
         report.add(Result("bench", "`make bench` wall time, all measurements", f"{elapsed:.0f} s", "< 600 s",
                           elapsed < 600))
