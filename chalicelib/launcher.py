@@ -10,9 +10,10 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,27 +28,26 @@ SUMMARY_KEYS = ("due", "placed", "deferred", "failed", "unknown", "skipped")
 EXPECTED_LATENCY = 1.5  # seconds of Plivo latency the worker pool is sized to hide
 MAX_WORKERS = 100
 STALE_DIALING_SECONDS = 600.0
-RUN_BUDGET_SECONDS = 50.0  # stop claiming before the next scheduled run starts, so runs do not stack CPS
+RUN_BUDGET_SECONDS = 55.0  # stop starting calls before the next scheduled run starts: runs never stack CPS
 SAFETY_SECONDS = 2.0
 MAX_PASSES = 3
 
 
 class RateLimiter:
-    """Never more than `capacity` starts within any `period` seconds (a sliding log of start times),
-    and starts paced at least `spacing` apart instead of in bursts.
+    """Never more than `capacity` starts within any `period` seconds, paced rather than in bursts.
 
-    `period` carries a small margin so that jitter between the slot and the packet reaching Plivo cannot
-    squeeze CPS + 1 arrivals into one second. Pacing keeps that jitter small (requests and new
-    connections go out one at a time, not CPS at once); its spacing is a little shorter than the average,
-    so the sliding log stays the binding limit and a late wake-up costs no throughput. The first
-    `capacity` starts of a run usually open new connections (TCP and TLS before the request reaches
-    Plivo) on a cold process, so they are logged `cold_start` late and then, once answered, at the time
-    of the answer: the next second's starts cannot overtake them.
+    Callers queue in order; only the head of the queue watches the clock, so waiting workers cost
+    nothing. A start is logged at the moment it is granted. `period` carries a small margin so that
+    jitter between the grant and the packet reaching Plivo cannot squeeze CPS + 1 arrivals into one
+    second; `spacing` is a little shorter than the average gap, so the window stays the binding limit
+    and a late wake-up costs no throughput. The first `capacity` starts of a run usually open new
+    connections (TCP and TLS before the request reaches Plivo), so they count as `cold_start` late: the
+    next second's starts cannot overtake them.
     """
 
     PACE = 0.9
 
-    def __init__(self, cps: float, margin: float = 0.04, cold_start: float = 0.1,
+    def __init__(self, cps: float, margin: float = 0.025, cold_start: float = 0.1,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         if cps >= 1:
             self.capacity, self.period = int(cps), 1.0 + margin
@@ -56,39 +56,49 @@ class RateLimiter:
         self.spacing = self.PACE * self.period / self.capacity
         self.cold_start = cold_start
         self._granted = 0
-        self._starts: list[list[float]] = []
+        self._starts: deque[float] = deque(maxlen=2 * self.capacity)
         self._last = float("-inf")
+        self._queue: deque[threading.Event] = deque()
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
 
-    def acquire(self, cancelled: threading.Event | None = None) -> list[float] | None:
-        """Block until a start is allowed and take it: a token for `settle`, or None if `cancelled` was
-        set while waiting."""
-        while True:
+    def acquire(self, cancelled: threading.Event | None = None) -> bool:
+        """Wait for a start and take it; False if `cancelled` was set while waiting."""
+        turn = threading.Event()
+        with self._lock:
+            self._queue.append(turn)
+            if self._queue[0] is turn:
+                turn.set()
+        try:
+            while not turn.wait(0.25):
+                if cancelled is not None and cancelled.is_set():
+                    return False
+            while True:
+                with self._lock:
+                    now = self._clock()
+                    wait = self._wait(now)
+                    if wait <= 0:
+                        cold = self._granted < self.capacity
+                        self._starts.append(now + self.cold_start if cold else now)
+                        self._granted += 1
+                        self._last = now
+                        return True
+                if cancelled is not None and cancelled.is_set():
+                    return False
+                self._sleep(min(wait, 0.25))
+        finally:
             with self._lock:
-                now = self._clock()
-                self._starts = [s for s in self._starts if now - s[0] < self.period]
-                wait = self._last + self.spacing - now
-                if len(self._starts) >= self.capacity:
-                    oldest = sorted(s[0] for s in self._starts)[len(self._starts) - self.capacity]
-                    wait = max(wait, oldest + self.period - now)
-                if wait <= 0:
-                    cold = self._granted < self.capacity
-                    token = [now + self.cold_start if cold else now, cold]
-                    self._starts.append(token)
-                    self._granted += 1
-                    self._last = now
-                    return token
-            if cancelled is not None and cancelled.is_set():
-                return None
-            self._sleep(max(wait, 0.0005))
+                self._queue.remove(turn)
+                if self._queue:
+                    self._queue[0].set()
 
-    def settle(self, token: list[float]) -> None:
-        """A cold start was answered: Plivo surely had it by now, so count it from now at the latest."""
-        if token[1]:
-            with self._lock:
-                token[0] = max(token[0], self._clock())
+    def _wait(self, now: float) -> float:
+        wait = self._last + self.spacing - now
+        recent = sorted(start for start in self._starts if start > now - self.period)
+        if len(recent) >= self.capacity:
+            wait = max(wait, recent[-self.capacity] + self.period - now)
+        return wait
 
 
 def worker_count(cps: float) -> int:
@@ -128,11 +138,15 @@ class Launcher:
     def run(self) -> dict[str, int]:
         # A full collection over boto3's models can pause every thread for 100+ ms, long enough to bunch
         # requests together at Plivo; collect once now and keep today's objects out of later collections.
+        # Likewise a thread that is ready to send should not wait the default 5 ms for the GIL.
         gc.collect()
         gc.freeze()
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, 0.001))
         try:
             return self._run()
         finally:
+            sys.setswitchinterval(switch)
             gc.unfreeze()
 
     def _run(self) -> dict[str, int]:
@@ -227,12 +241,10 @@ class Launcher:
             self._finish(call_id, "deferred", "pending", due_at=opening)
             return
         prepared = self.plivo.prepare_call(body)
-        token = None if self._stop.is_set() else self.limiter.acquire(self._stop)
-        if token is None:
+        if self._stop.is_set() or not self.limiter.acquire(self._stop):
             self._finish(call_id, "skipped", "pending")
             return
         result = self.plivo.create_call(prepared=prepared)
-        self.limiter.settle(token)
         self._record(call_id, job, result)
 
     def _record(self, call_id: str, job: dict[str, Any], result: plivo_api.CallResult) -> None:
