@@ -121,3 +121,31 @@ def test_every_problem_is_reported_at_once():
         build_call_body({"call_id": "j", "to": "abc", "from": "x", "headers": {"a-b": "c d"}}, BASE)
     text = str(raised.value)
     assert "to 'abc'" in text and "from 'x'" in text and "'a-b'" in text and "'c d'" in text
+
+
+@pytest.mark.parametrize("status, payload, outcome", [
+    (200, {"request_uuid": "r", "api_id": "a"}, "placed"),
+    (201, {"request_uuid": "r", "api_id": "a"}, "placed"),
+    (202, {"request_uuid": ["r1", "r2"], "api_id": "a"}, "placed"),
+    (401, {"error": "bad auth"}, "auth_error"),
+    (429, {}, "retry"),
+    (502, {}, "retry"),
+    (400, {"error": "invalid to"}, "failed"),
+    (405, {}, "failed"),
+])
+def test_classify_http_replies(status, payload, outcome):
+    from chalicelib.plivo_api import classify
+
+    result = classify(status, payload)
+    assert result.outcome == outcome
+    if outcome == "placed":
+        assert result.request_uuid in ("r", "r1,r2") and result.api_id == "a"
+    else:
+        assert result.error.startswith(f"Plivo HTTP {status}: ")
+
+
+def test_client_repr_hides_the_token():
+    from chalicelib.plivo_api import PlivoClient
+
+    client = PlivoClient(AUTH_ID, AUTH_TOKEN, "http://127.0.0.1:9")
+    assert AUTH_TOKEN not in repr(client) and AUTH_ID in repr(client)
