@@ -46,9 +46,15 @@ def _ignore_reason(job: Mapping[str, Any], params: Mapping[str, str]) -> str | N
     status = job.get("status")
     if status not in OPEN_STATUSES:
         return f"job is already {status}"
+    call_uuid = params.get("CallUUID")
+    if call_uuid and job.get("outcome") and job.get("call_uuid") == call_uuid:
+        return "this call's outcome is already recorded"
     request_uuid, current = params.get("RequestUUID"), job.get("request_uuid")
-    if status == "placed" and request_uuid and current and request_uuid != current:
-        return "callback is for an earlier attempt"
+    if request_uuid and current:
+        # placed: the job holds this attempt's request_uuid. dialing/unknown: it still holds the previous
+        # attempt's, whose outcome was recorded before this attempt was claimed.
+        if (status == "placed") == (request_uuid != current):
+            return "callback is for an earlier attempt"
     return None
 
 

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 STATUS_INDEX = "status-due_at-index"
+MAX_KEY_BYTES = 2048  # DynamoDB's limit for a partition key value
 STATUSES = ("pending", "dialing", "placed", "completed", "failed", "cancelled", "unknown")
 
 
@@ -86,6 +87,9 @@ class JobRepository:
         return plain(_dynamo(job))
 
     def get(self, call_id: str) -> dict[str, Any] | None:
+        """The job, or None — also for an id no DynamoDB key can hold (empty, over 2048 bytes)."""
+        if not isinstance(call_id, str) or not call_id or len(call_id.encode("utf-8")) > MAX_KEY_BYTES:
+            return None
         item = self.table.get_item(Key={"call_id": call_id}, ConsistentRead=True).get("Item")
         return plain(item) if item else None
 

@@ -176,15 +176,21 @@ class Launcher:
     def _pass(self, pool: ThreadPoolExecutor, slots: threading.Semaphore, started: float) -> int:
         """Hand every due pending job to the workers; how many were handed out."""
         handed = 0
-        for item in self.repo.query_status("pending", due_before=started, page_size=self.page_size):
-            if self._should_stop(started):
-                return 0
-            slots.acquire()
-            if self._should_stop(started):
-                slots.release()
-                return 0
-            pool.submit(self._handle_slot, item["call_id"], started, slots)
-            handed += 1
+        try:
+            for item in self.repo.query_status("pending", due_before=started, page_size=self.page_size):
+                if self._should_stop(started):
+                    return 0
+                slots.acquire()
+                if self._should_stop(started):
+                    slots.release()
+                    return 0
+                pool.submit(self._handle_slot, item["call_id"], started, slots)
+                handed += 1
+        except Exception as exc:  # DynamoDB refused a page: finish what is claimed, report, stop
+            logs.log(log, logging.ERROR, "cannot read due jobs; the rest stay pending",
+                     cause=f"{type(exc).__name__}: {exc}")
+            self.stop_reason = self.stop_reason or "due jobs could not be read"
+            return 0  # jobs already handed out still go ahead
         return handed
 
     def _should_stop(self, started: float) -> bool:
@@ -214,6 +220,7 @@ class Launcher:
         try:
             self._handle(call_id, started)
         except Exception as exc:  # one job's trouble never ends the pass; the sweep settles a stuck job
+            self._count("skipped")
             logs.log(log, logging.ERROR, "launcher job error", call_id=call_id,
                      cause=f"{type(exc).__name__}: {exc}")
         finally:
@@ -251,8 +258,13 @@ class Launcher:
         now = self.clock()
         fields = {"call_id": call_id, "http_status": result.status}
         if result.outcome == plivo_api.PLACED:
-            self.repo.mark_placed(call_id, now, result.request_uuid, result.api_id)
             self._count("placed")
+            try:
+                self.repo.mark_placed(call_id, now, result.request_uuid, result.api_id)
+            except Exception as exc:  # the call exists: never release it for another dial
+                logs.log(log, logging.ERROR, "call placed but not recorded; a later run marks it unknown",
+                         request_uuid=result.request_uuid, cause=f"{type(exc).__name__}: {exc}", **fields)
+                return
             logs.log(log, logging.INFO, "call placed", request_uuid=result.request_uuid,
                      api_id=result.api_id, **fields)
         elif result.outcome == plivo_api.RETRY:
@@ -281,6 +293,13 @@ class Launcher:
     # --- jobs whose run died between claim and result -------------------------------------------
 
     def _expire_stale(self, now: float) -> None:
+        try:
+            self._expire_stale_jobs(now)
+        except Exception as exc:  # the sweep can wait for the next run; due calls cannot
+            logs.log(log, logging.ERROR, "stale dialing jobs not checked",
+                     cause=f"{type(exc).__name__}: {exc}")
+
+    def _expire_stale_jobs(self, now: float) -> None:
         cutoff = now - self.stale_after
         for job in self.repo.query_status("dialing", page_size=self.page_size):
             claimed = job.get("updated_at", job.get("due_at", 0))

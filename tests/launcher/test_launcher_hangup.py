@@ -178,3 +178,25 @@ def test_route_rejects_an_unsigned_callback_when_verifying(client, repo, monkeyp
                              headers={"Content-Type": "application/json"})
     assert reply.status_code == 403
     assert repo.get("a")["status"] == "placed"
+
+
+@pytest.mark.parametrize("next_status", ["dialing", "unknown"])
+def test_an_earlier_attempts_callback_does_not_move_the_next_attempt(repo, settings, next_status):
+    placed(repo, attempts=1)
+    record_hangup(repo, settings, "a", hangup_params("busy", uuid="c1", request_uuid="req-1"), NOW)
+    repo.table.update_item(Key={"call_id": "a"}, UpdateExpression="SET due_at = :d",
+                           ExpressionAttributeValues={":d": int(NOW)})
+    assert repo.claim("a", NOW + 400)["attempts"] == 2
+    if next_status == "unknown":
+        repo.release("a", NOW + 401, status="unknown", last_error="no reply", count_attempt=True)
+    record_hangup(repo, settings, "a", hangup_params("busy", uuid="c1", request_uuid="req-1"), NOW + 402)
+    assert repo.get("a")["status"] == next_status
+    record_hangup(repo, settings, "a", hangup_params("completed", uuid="c2", request_uuid="req-2"), NOW + 403)
+    job = repo.get("a")
+    assert (job["status"], job["attempts"], job["call_uuid"]) == ("completed", 2, "c2")
+
+
+def test_impossible_call_ids_are_unknown_jobs(repo, settings):
+    for call_id in ("", "x" * 3000, "\u00e9" * 1100):
+        record_hangup(repo, settings, call_id, hangup_params("busy"), NOW)  # no exception, no request
+        assert repo.get(call_id) is None

@@ -280,3 +280,19 @@ def test_rate_limiter_never_exceeds_capacity_in_any_window():
 def test_fractional_cps_spaces_single_starts():
     limiter = RateLimiter(0.5, margin=0.0, cold_start=0.0)
     assert (limiter.capacity, limiter.period) == (1, 2.0)
+
+
+def test_a_failed_page_read_ends_the_pass_with_a_summary(repo, sim):
+    for i in range(5):
+        repo.add(make_job(f"j{i}"))
+    original = repo.query_status
+
+    def failing(status, **kwargs):
+        if status == "pending":
+            yield from list(original(status, **kwargs))[:2]
+            raise RuntimeError("page 2 refused")
+        yield from original(status, **kwargs)
+
+    repo.query_status = failing
+    summary = launcher_for(repo, sim.url).run()
+    assert summary["placed"] == 2 and statuses(repo) == {"placed": 2, "pending": 3}
