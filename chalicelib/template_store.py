@@ -131,17 +131,29 @@ class TemplateStore:
 
     # ------------------------------------------------------------ refresh
 
-    def _refresh_template(self, name: str, entry: _Entry | None, now: float) -> _Entry:
+    def _revalidate(self, key: str, label: str, entry: _Entry | None, now: float):
+        """A new (body, etag) or _MISSING; None when the cached `entry` stays (304, same ETag, or S3
+        failing while we hold a copy: stale-on-error)."""
         try:
-            fetched = self._fetch(self.key(name), entry.etag if entry else None, now)
+            fetched = self._fetch(key, entry.etag if entry else None, now)
         except StoreUnavailable as exc:
             if entry is None:
                 raise
-            log_stale(name, exc)
+            log_stale(label, exc)
             entry.checked_at = now - self.ttl + min(self._error_backoff, self.ttl)
-            return entry
-        if fetched is _NOT_MODIFIED:
+            return None
+        same_etag = entry is not None and fetched not in (_NOT_MODIFIED, _MISSING) and (
+            fetched[1] is not None and fetched[1] == entry.etag
+        )
+        unchanged = fetched is _NOT_MODIFIED or same_etag
+        if unchanged:
             entry.checked_at = now
+            return None
+        return fetched
+
+    def _refresh_template(self, name: str, entry: _Entry | None, now: float) -> _Entry:
+        fetched = self._revalidate(self.key(name), name, entry, now)
+        if fetched is None:
             return entry
         if fetched is _MISSING:
             with self._lock:
@@ -152,9 +164,6 @@ class TemplateStore:
                     self._unknown.popitem(last=False)
             raise TemplateMissing(f"template {name!r} not found")
         body, etag = fetched
-        if entry is not None and etag is not None and etag == entry.etag:
-            entry.checked_at = now
-            return entry
         new = self._compile(name, body, etag, now)
         with self._lock:
             self._templates[name] = new
@@ -178,25 +187,14 @@ class TemplateStore:
             return _Entry(etag, None, f"template {name!r}: {exc}", now)
 
     def _refresh_routes(self, entry: _Entry | None, now: float) -> _Entry | None:
-        try:
-            fetched = self._fetch(f"{self.prefix}{ROUTES_NAME}", entry.etag if entry else None, now)
-        except StoreUnavailable as exc:
-            if entry is None:
-                raise
-            log_stale(ROUTES_NAME, exc)
-            entry.checked_at = now - self.ttl + min(self._error_backoff, self.ttl)
-            return entry
-        if fetched is _NOT_MODIFIED:
-            entry.checked_at = now
+        fetched = self._revalidate(f"{self.prefix}{ROUTES_NAME}", ROUTES_NAME, entry, now)
+        if fetched is None:
             return entry
         if fetched is _MISSING:
             self._routes = None
             self._routes_missing_until = now + self.ttl
             return None
         body, etag = fetched
-        if entry is not None and etag is not None and etag == entry.etag:
-            entry.checked_at = now
-            return entry
         try:
             new = _Entry(etag, templates.parse_routes(body), None, now)
         except RoutesError as exc:
