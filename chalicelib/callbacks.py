@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -168,31 +168,48 @@ def _settings() -> Settings | None:
         return None
 
 
+def _serve(
+    request: Any,
+    work: Callable[[Settings, Callback], Response],
+    fallback: Callable[[], Response],
+    failure: str,
+) -> Response:
+    """Check the signature, then `work`; whatever breaks becomes `fallback()` and one ERROR line."""
+    callback = None
+    try:
+        settings = _settings()
+        if settings is None:
+            return fallback()
+        callback = parse(request)
+        problem = signature_problem(request, settings, callback)
+        if problem is not None:
+            return _forbidden(request, callback, problem)
+        return work(settings, callback)
+    except Exception as exc:  # noqa: BLE001 - logged; neither the caller nor Plivo gets a trace
+        params = callback.params if callback else {}
+        logs.log(log, logging.ERROR, failure, call_id=params.get("call_id"),
+                 call_uuid=params.get("CallUUID"), cause=f"{type(exc).__name__}: {exc}")
+        return fallback()
+
+
+def _xml(body: str, status: int = 200) -> Response:
+    return Response(body=body, status_code=status, headers=XML)
+
+
 def answer(request: Any) -> Response:
     """GET|POST /answer: 403 for a bad signature, otherwise 200 with valid Plivo XML, always."""
     from chalicelib import answer as pipeline
     from chalicelib.templates import BUILTIN_FALLBACK
 
-    callback = None
-    try:
-        settings = _settings()
-        if settings is None:
-            return Response(body=BUILTIN_FALLBACK, status_code=200, headers=XML)
-        callback = parse(request)
-        problem = signature_problem(request, settings, callback)
-        if problem is not None:
-            return _forbidden(request, callback, problem)
+    def render(settings: Settings, callback: Callback) -> Response:
         try:
             store = resources.template_store()
         except ConfigError:
             store = None
-        xml = pipeline.render_answer(store, settings, callback.params)
-        return Response(body=xml, status_code=200, headers=XML)
-    except Exception as exc:  # noqa: BLE001 - the caller must hear something, whatever broke
-        logs.log(log, logging.ERROR, "answer failed; serving the built-in fallback",
-                 call_uuid=callback.params.get("CallUUID") if callback else None,
-                 cause=f"{type(exc).__name__}: {exc}")
-        return Response(body=BUILTIN_FALLBACK, status_code=200, headers=XML)
+        return _xml(pipeline.render_answer(store, settings, callback.params))
+
+    return _serve(request, render, lambda: _xml(BUILTIN_FALLBACK),
+                  "answer failed; serving the built-in fallback")
 
 
 def hangup(request: Any) -> Response:
@@ -202,28 +219,17 @@ def hangup(request: Any) -> Response:
     Plivo can do nothing useful with an error. A failure to record answers 500 so Plivo's retry and the
     API's error metrics see it; recording is idempotent.
     """
-    callback = None
-    try:
-        settings = _settings()
-        if settings is None:
-            return Response(body=EMPTY_RESPONSE, status_code=500, headers=XML)
-        callback = parse(request)
-        problem = signature_problem(request, settings, callback)
-        if problem is not None:
-            return _forbidden(request, callback, problem)
+
+    def record(settings: Settings, callback: Callback) -> Response:
         params = callback.params
         call_id = params.get("call_id")
         if not call_id:
             logs.log(log, logging.WARNING, "hangup callback without call_id; nothing to record",
                      call_uuid=params.get("CallUUID"), call_status=params.get("CallStatus"))
-            return Response(body=EMPTY_RESPONSE, status_code=200, headers=XML)
+            return _xml(EMPTY_RESPONSE)
         from chalicelib.hangup import record_hangup
 
         record_hangup(resources.job_repository(), settings, call_id, params, time.time())
-        return Response(body=EMPTY_RESPONSE, status_code=200, headers=XML)
-    except Exception as exc:  # noqa: BLE001 - logged; Plivo gets no trace
-        logs.log(log, logging.ERROR, "hangup callback not recorded",
-                 call_id=callback.params.get("call_id") if callback else None,
-                 call_uuid=callback.params.get("CallUUID") if callback else None,
-                 cause=f"{type(exc).__name__}: {exc}")
-        return Response(body=EMPTY_RESPONSE, status_code=500, headers=XML)
+        return _xml(EMPTY_RESPONSE)
+
+    return _serve(request, record, lambda: _xml(EMPTY_RESPONSE, 500), "hangup callback not recorded")
