@@ -4,7 +4,8 @@ from chalice import Chalice, Rate
 
 from chalicelib import callbacks, launcher
 
-app = Chalice(app_name="callflow")
+# chalicelib.logs writes one JSON object per line; Chalice's own plain-text handler would double every line.
+app = Chalice(app_name="callflow", configure_logs=False)
 
 # Plivo may send any content type (or none on a GET); the handler parses what it understands.
 ANY_CONTENT = ["*/*"]

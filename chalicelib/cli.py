@@ -268,6 +268,9 @@ def _parse_time(text: str, tz: str | None) -> float:
     return moment.timestamp()
 
 
+LATEST_DUE_AT = 253402300800  # 10000-01-01T00:00:00Z: past it no clock can show the time
+
+
 def build_job(fields: Mapping[str, Any], headers: Mapping[str, str], now: float) -> dict[str, Any]:
     """A job item from user input, validated exactly as the launcher will validate it; ValueError if bad."""
     from chalicelib.call_request import JobInvalid, build_call_body
@@ -281,6 +284,8 @@ def build_job(fields: Mapping[str, Any], headers: Mapping[str, str], now: float)
     if when:
         text = str(when).strip()
         job["due_at"] = float(text) if text.replace(".", "", 1).isdigit() else _parse_time(text, tz)
+        if not 0 <= job["due_at"] < LATEST_DUE_AT:
+            raise ValueError(f"time {text!r} is out of range (before 1970 or after 9999)")
     else:
         job["due_at"] = now
     try:
@@ -411,7 +416,7 @@ def calls_import(file: Path) -> None:
 def _when(epoch: Any) -> str:
     try:
         return datetime.fromtimestamp(float(epoch), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, OSError):
         return "-"
 
 

@@ -60,6 +60,11 @@ def _num(value: float) -> Decimal:
     return Decimal(str(round(value, 3)))
 
 
+def storable_id(call_id: Any) -> bool:
+    """Can DynamoDB hold this as a partition key? (non-empty string, at most 2048 bytes)"""
+    return isinstance(call_id, str) and bool(call_id) and len(call_id.encode("utf-8")) <= MAX_KEY_BYTES
+
+
 class JobRepository:
     """Call jobs stored in the table `table` (a boto3 DynamoDB Table resource)."""
 
@@ -74,6 +79,8 @@ class JobRepository:
         job = dict(item)
         if not job.get("call_id"):
             raise JobError("call_id is required")
+        if not storable_id(job["call_id"]):
+            raise JobError(f"call_id must be text of at most {MAX_KEY_BYTES} bytes")
         job.setdefault("status", "pending")
         job.setdefault("due_at", self.clock())
         job.setdefault("attempts", 0)
@@ -88,7 +95,7 @@ class JobRepository:
 
     def get(self, call_id: str) -> dict[str, Any] | None:
         """The job, or None — also for an id no DynamoDB key can hold (empty, over 2048 bytes)."""
-        if not isinstance(call_id, str) or not call_id or len(call_id.encode("utf-8")) > MAX_KEY_BYTES:
+        if not storable_id(call_id):
             return None
         item = self.table.get_item(Key={"call_id": call_id}, ConsistentRead=True).get("Item")
         return plain(item) if item else None
@@ -107,6 +114,8 @@ class JobRepository:
 
     def cancel(self, call_id: str) -> dict[str, Any]:
         """pending → cancelled; JobNotFound or JobStateError (naming the current status) otherwise."""
+        if not storable_id(call_id):
+            raise JobNotFound(f"job {call_id!r} does not exist")
         try:
             reply = self.table.update_item(
                 Key={"call_id": call_id},

@@ -216,6 +216,8 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
         })
         env.setdefault("TEMPLATE_CACHE_TTL", "5")
+        # A demo must dial whatever the hour; set CALL_WINDOW to watch the window logic.
+        env.setdefault("CALL_WINDOW", "00:00-24:00")
         env.update(self.extra_env)
         return env
 
@@ -505,6 +507,7 @@ def banner(stack: Stack, interval: float) -> None:
     say(f"  export {exports}")
     say("  .venv/bin/callflow calls add --to 14155550110 --from 14155550100 --header Campaign=Spring")
     say("  (destinations ending in 0 are busy in the simulator, so you can watch the retry)")
+    say(f"Calling window here: {env['CALL_WINDOW']} (set CALL_WINDOW before `make run` to change it).")
     say("Press Ctrl-C to stop.")
 
 

@@ -1,0 +1,57 @@
+"""Logs are one JSON object per line, each event written once (Chalice's own handler stays off)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from chalicelib import logs, resources
+
+
+@pytest.fixture
+def bare_env(monkeypatch):
+    for name in ("TEMPLATE_BUCKET", "PUBLIC_BASE_URL", "CALLS_TABLE", "DEFAULT_TEMPLATE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VERIFY_SIGNATURES", "false")
+    resources.reset()
+    yield
+    resources.reset()
+
+
+def _event() -> dict:
+    return {
+        "resource": "/answer", "path": "/answer", "httpMethod": "GET",
+        "headers": {"Host": "example.com"}, "multiValueHeaders": {"Host": ["example.com"]},
+        "queryStringParameters": {"CallUUID": "log-test-uuid"},
+        "multiValueQueryStringParameters": {"CallUUID": ["log-test-uuid"]},
+        "pathParameters": None, "stageVariables": None, "body": None, "isBase64Encoded": False,
+        "requestContext": {"resourcePath": "/answer", "httpMethod": "GET", "path": "/api/answer",
+                           "stage": "api", "domainName": "example.com", "requestId": "r1"},
+    }
+
+
+def test_an_answer_fallback_is_logged_once_as_json(bare_env, capfd):
+    import app
+
+    response = app.app(_event(), None)
+    assert response["statusCode"] == 200
+    out, err = capfd.readouterr()
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert lines, "the fallback must be logged"
+    records = [json.loads(line) for line in lines]  # a plain-text line fails here
+    fallbacks = [r for r in records if r.get("call_uuid") == "log-test-uuid"]
+    assert len(fallbacks) == 1
+    assert fallbacks[0]["level"] == "ERROR" and "TEMPLATE_BUCKET" in fallbacks[0]["cause"]
+
+
+def test_log_fields_are_json_even_for_odd_values(capfd):
+    logs.configure("INFO")
+    log = logs.get_logger("chalicelib.test")
+    logs.log(log, logging.WARNING, "odd", value=object(), text="line\nbreak \u2603")
+    out, err = capfd.readouterr()
+    found = [x for x in (out + err).splitlines() if x.strip()]
+    (line,) = found
+    record = json.loads(line)
+    assert record["message"] == "odd" and record["text"] == "line\nbreak \u2603"
