@@ -87,6 +87,17 @@ def answer_env(endpoint: str, ttl: float = 60.0, verify: bool = True) -> dict[st
     return env
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Terminate a child process we started; kill it if it does not exit within `timeout` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class MotoServer:
     """`python -m moto.server` on a free port, in its own process (real sockets, like production)."""
 
@@ -123,13 +134,8 @@ class MotoServer:
         urllib.request.urlopen(req, timeout=10).close()
 
     def stop(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        if self._proc:
+            stop_process(self._proc)
         self._log.close()
 
     def __enter__(self) -> MotoServer:
@@ -287,12 +293,48 @@ def sign_v3(url: str, method: str, params: Mapping[str, str], nonce: str, token:
     return base64.b64encode(digest).decode()
 
 
+def proxy_event(method: str, path: str, *, domain: str, headers: Mapping[str, str],
+                query: Mapping[str, list[str]] | None = None, body: str | None = None,
+                is_base64: bool = False, request_id: str = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+                source_ip: str = "18.215.140.21", stage: str = "api") -> dict:
+    """An API Gateway REST (v1) Lambda proxy event for `https://{domain}/{stage}{path}` (the bench's and
+    the tests' one builder). `query` is multi-valued, as API Gateway parses a query string."""
+    api_id = domain.split(".", 1)[0]
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": dict(headers),
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} if query else None,
+        "multiValueQueryStringParameters": {k: list(v) for k, v in query.items()} if query else None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": "abc1de",
+            "resourcePath": path,
+            "httpMethod": method,
+            "path": f"/{stage}{path}",
+            "stage": stage,
+            "domainName": domain,
+            "domainPrefix": api_id,
+            "apiId": api_id,
+            "accountId": "123456789012",
+            "requestId": request_id,
+            "requestTimeEpoch": 1795687200000,
+            "identity": {"sourceIp": source_ip, "userAgent": headers.get("User-Agent", "")},
+            "protocol": "HTTP/1.1",
+        },
+        "body": body,
+        "isBase64Encoded": is_base64,
+    }
+
+
 def api_event(params: Mapping[str, str], path: str = "/answer", method: str = "POST", seq: int = 0,
               signed: bool = True) -> dict:
     """An API Gateway REST (v1) proxy event, as Lambda receives it for `method path` from Plivo."""
-    stage = "api"
     body = urllib.parse.urlencode(params) if method == "POST" else None
-    query = None if method == "POST" else dict(params)
+    query = None if method == "POST" else {k: [v] for k, v in params.items()}
     headers = {
         "Host": "bench.execute-api.us-east-1.amazonaws.com",
         "User-Agent": "PlivoHTTP/1.0",
@@ -307,31 +349,8 @@ def api_event(params: Mapping[str, str], path: str = "/answer", method: str = "P
         nonce = f"{seq:020d}"
         headers["X-Plivo-Signature-V3-Nonce"] = nonce
         headers["X-Plivo-Signature-V3"] = sign_v3(PUBLIC_BASE_URL + path, method, params, nonce)
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": method,
-        "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": path,
-            "httpMethod": method,
-            "path": f"/{stage}{path}",
-            "stage": stage,
-            "domainName": "bench.execute-api.us-east-1.amazonaws.com",
-            "apiId": "bench",
-            "accountId": "123456789012",
-            "requestId": f"req-{seq}",
-            "identity": {"sourceIp": "52.9.254.127", "userAgent": "PlivoHTTP/1.0"},
-            "protocol": "HTTP/1.1",
-        },
-        "body": body,
-        "isBase64Encoded": False,
-    }
+    return proxy_event(method, path, domain=headers["Host"], headers=headers, query=query, body=body,
+                       request_id=f"req-{seq}", source_ip="52.9.254.127")
 
 
 class LambdaContext:

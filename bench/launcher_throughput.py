@@ -29,28 +29,6 @@ TABLE_PREFIX = "callflow-calls-bench"
 LATENCY = 0.3
 
 
-def _table_properties() -> dict:
-    """CallsTable's properties from infra/resources.json (the deployed shape), minus what moto ignores."""
-    path = harness.ROOT / "infra" / "resources.json"
-    try:
-        props = dict(json.loads(path.read_text())["Resources"]["CallsTable"]["Properties"])
-    except (OSError, KeyError, ValueError):
-        props = {
-            "BillingMode": "PAY_PER_REQUEST",
-            "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t}
-                                     for n, t in (("call_id", "S"), ("status", "S"), ("due_at", "N"))],
-            "KeySchema": [{"AttributeName": "call_id", "KeyType": "HASH"}],
-            "GlobalSecondaryIndexes": [{
-                "IndexName": "status-due_at-index",
-                "KeySchema": [{"AttributeName": "status", "KeyType": "HASH"},
-                              {"AttributeName": "due_at", "KeyType": "RANGE"}],
-                "Projection": {"ProjectionType": "ALL"},
-            }],
-        }
-    keep = ("BillingMode", "AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
-    return {k: v for k, v in props.items() if k in keep}
-
-
 def job(i: int, prefix: str, now: float) -> dict:
     return {
         "call_id": f"{prefix}-{i:05d}",
@@ -73,8 +51,11 @@ def boto3_table(name: str):
 def seed_jobs(table_name: str, count: int, prefix: str) -> None:
     import boto3
 
+    from devtools.local_aws import cfn_resource, create_table_args
+
     dynamodb = boto3.resource("dynamodb")
-    table = dynamodb.create_table(TableName=table_name, **_table_properties())
+    # The deployed shape: infra/resources.json's CallsTable through the local stack's own translator.
+    table = dynamodb.create_table(**create_table_args(cfn_resource("CallsTable"), table_name))
     table.wait_until_exists()
     now = time.time()
     with table.batch_writer() as batch:
@@ -133,13 +114,7 @@ class SimProcess:
         urllib.request.urlopen(req, timeout=10).close()
 
     def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        harness.stop_process(self._proc)
 
 
 def _launcher_worker(config: dict) -> dict:

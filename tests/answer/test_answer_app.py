@@ -7,9 +7,9 @@ import sys
 
 import boto3
 import pytest
-from conftest import BASE, ROOT, S3Traffic, form, put, signed_headers
 
 from chalicelib import resources
+from tests.answer.answerlib import BASE, ROOT, S3Traffic, form, put, signed_headers
 
 ANSWER = BASE + "/answer"
 

@@ -9,10 +9,11 @@ import logging
 from urllib.parse import urlencode
 
 import pytest
-from conftest import BASE, PLIVO_QUERY, TOKEN, S3Traffic, form, put, signed_headers
 from defusedxml.ElementTree import fromstring
 
+from bench.harness import proxy_event
 from chalicelib import plivo_xml, resources
+from tests.answer.answerlib import BASE, PLIVO_QUERY, TOKEN, S3Traffic, form, put, signed_headers
 
 URL = BASE + "/answer"
 
@@ -279,27 +280,8 @@ def api_gateway_event(method: str, body: bytes | None, headers: dict, query: dic
     headers = {"Host": DOMAIN, "User-Agent": "PlivoHTTP/1.0", "X-Forwarded-Proto": "https", **headers}
     if body is not None:
         headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
-    return {
-        "resource": "/answer",
-        "path": "/answer",
-        "httpMethod": method,
-        "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": {k: v[-1] for k, v in query.items()} if query else None,
-        "multiValueQueryStringParameters": query or None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourceId": "abc1de", "resourcePath": "/answer", "httpMethod": method,
-            "extendedRequestId": "Xyz=", "requestTime": "26/Nov/2026:10:00:00 +0000", "path": "/api/answer",
-            "accountId": "123456789012", "protocol": "HTTP/1.1", "stage": "api", "domainPrefix": "abc123",
-            "requestTimeEpoch": 1795687200000, "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
-            "identity": {"sourceIp": "18.215.140.21", "userAgent": "PlivoHTTP/1.0"},
-            "domainName": DOMAIN, "apiId": "abc123",
-        },
-        "body": body.decode() if body is not None else None,
-        "isBase64Encoded": False,
-    }
+    return proxy_event(method, "/answer", domain=DOMAIN, headers=headers, query=query,
+                       body=body.decode() if body is not None else None)
 
 
 def test_raw_api_gateway_event_like_lambda(s3, env):

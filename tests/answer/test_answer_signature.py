@@ -10,13 +10,13 @@ import string
 from urllib.parse import urlencode
 
 import pytest
-from conftest import BASE, PLIVO_QUERY, TOKEN, form, plivo_sign, signed_headers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plivo.utils import validate_v3_signature
 from plivo.utils.signature_v3 import construct_get_url, construct_post_url
 
 from chalicelib import resources, signature
+from tests.answer.answerlib import BASE, PLIVO_QUERY, TOKEN, form, plivo_sign, signed_headers
 
 URL = BASE + "/answer"
 B64 = string.ascii_letters + string.digits + "+/="

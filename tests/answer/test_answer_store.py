@@ -7,10 +7,10 @@ import json
 
 import boto3
 import pytest
-from conftest import BUCKET, PREFIX, S3Traffic, put
 
 from chalicelib import templates
 from chalicelib.template_store import StoreUnavailable, TemplateBroken, TemplateMissing, TemplateStore
+from tests.answer.answerlib import BUCKET, PREFIX, S3Traffic, put
 
 
 class Clock:

@@ -7,21 +7,11 @@ Helpers shared by the test modules live in `faultlib.py` (a plain module, so no 
 
 from __future__ import annotations
 
-import pathlib
-import sys
-import threading
-
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-HERE = pathlib.Path(__file__).resolve().parent
-for path in (str(ROOT), str(HERE)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
-
-import faultlib  # noqa: E402
-
-from chalicelib import resources  # noqa: E402
+from chalicelib import resources
+from tests import support
+from tests.faults import faultlib
 
 
 @pytest.fixture(autouse=True)
@@ -35,19 +25,7 @@ def env(monkeypatch):
 
 @pytest.fixture
 def atomic_moto(monkeypatch):
-    """Real DynamoDB applies each conditional write atomically; in-process moto does not lock, so
-    concurrent claims could interleave inside moto. Serialise moto's request handling to model DynamoDB
-    (moto is the stand-in for AWS here, not our code)."""
-    from moto.core.botocore_stubber import BotocoreStubber
-
-    lock = threading.Lock()
-    original = BotocoreStubber.process_request
-
-    def locked(self, request):
-        with lock:
-            return original(self, request)
-
-    monkeypatch.setattr(BotocoreStubber, "process_request", locked)
+    support.serialise_moto(monkeypatch)
 
 
 @pytest.fixture

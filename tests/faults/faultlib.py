@@ -6,15 +6,15 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import pathlib
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import parse_qs, urlparse
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-REGION = "us-east-1"
+from tests import support
+from tests.support import PLIVO_QUERY, ROOT, form, make_job  # noqa: F401 - the fault tests import them here
+
+REGION = support.REGION
 BUCKET = "callflow-faults-templates"
 PREFIX = "templates/"
 TABLE = "callflow-faults-calls"
@@ -23,21 +23,7 @@ TOKEN = "faults-test-token"  # noqa: S105
 DOMAIN = "fault123.execute-api.us-east-1.amazonaws.com"
 BASE = f"https://{DOMAIN}/api"
 
-# The real answer URL query string from PLIVO.md (outbound call made with sip_headers="Test=Sample").
-PLIVO_QUERY = (
-    "Direction=outbound&From=1111111111&ALegUUID=5260e820-958c-11e4-b6bf-498d468c930b&BillRate=0.00300"
-    "&To=sip%3Aabcd150105094929%40phone.plivo.com&X-PH-Test=Sample"
-    "&CallUUID=5260e820-958c-11e4-b6bf-498d468c930b&ALegRequestUUID=2202d0ab-a890-4199-8582-e7a2615cb23b"
-    "&RequestUUID=2202d0ab-a890-4199-8582-e7a2615cb23b"
-    "&SIP-H-To=%3Csip%3Aabcd150105094929%40phone.plivo.com%3E%3Btag%3D6U9J4.uVHI7KyEKSgD8vrPnAKQoR2QXc"
-    "&CallStatus=in-progress&Event=StartApp"
-)
-
 ENV = {
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
     "TEMPLATE_BUCKET": BUCKET,
     "TEMPLATE_PREFIX": PREFIX,
     "CALLS_TABLE": TABLE,
@@ -55,19 +41,14 @@ UNSET = ("PLIVO_AUTH_TOKEN_PARAM", "DEFAULT_TEMPLATE", "TEMPLATE_CACHE_TTL", "AW
 
 
 def apply_env(mp, extra: Mapping[str, str] | None = None) -> None:
-    for name in UNSET:
-        mp.delenv(name, raising=False)
-    for name, value in {**ENV, **(extra or {})}.items():
-        mp.setenv(name, value)
+    support.apply_env(mp, {**ENV, **(extra or {})}, UNSET)
 
 
 # ---------------------------------------------------------------- the AWS stack (inside mock_aws or a server)
 
 def table_args() -> dict[str, Any]:
     """create_table arguments from infra/resources.json's CallsTable: the deploy's shape, GSI included."""
-    from devtools.local_aws import cfn_resource, create_table_args
-
-    return create_table_args(cfn_resource("CallsTable"), TABLE)
+    return support.calls_table_args(TABLE)
 
 
 def create_stack(endpoint_url: str | None = None, templates: bool = True):
@@ -78,9 +59,8 @@ def create_stack(endpoint_url: str | None = None, templates: bool = True):
     s3 = session.client("s3", endpoint_url=endpoint_url)
     s3.create_bucket(Bucket=BUCKET)
     if templates:
-        for path in sorted((ROOT / "templates").iterdir()):
-            s3.put_object(Bucket=BUCKET, Key=PREFIX + path.name, Body=path.read_bytes())
-    session.resource("dynamodb", endpoint_url=endpoint_url).create_table(**table_args())
+        support.upload_templates(s3, BUCKET, PREFIX)
+    support.create_calls_table(session.resource("dynamodb", endpoint_url=endpoint_url), TABLE)
     return session
 
 
@@ -88,22 +68,10 @@ def put_template(session, name: str, body: str | bytes, endpoint_url: str | None
     session.client("s3", endpoint_url=endpoint_url).put_object(Bucket=BUCKET, Key=PREFIX + name, Body=body)
 
 
-def make_job(call_id: str, due_at: float | None = None, **fields) -> dict[str, Any]:
-    job = {"call_id": call_id, "status": "pending", "due_at": time.time() - 5 if due_at is None else due_at,
-           "to": "14155550100", "from": "14155559999", "headers": {"CustomerId": "C42", "Lang": "en"}}
-    job.update(fields)
-    return job
-
-
 # ---------------------------------------------------------------- Plivo V3 signatures (plivo-python)
 
 def plivo_sign(method: str, uri: str, params: Mapping[str, Any], nonce: str, token: str = TOKEN) -> str:
-    """Sign as Plivo does, with the SDK's own URL construction (the oracle, not our signature module)."""
-    from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
-
-    build = construct_get_url if method.upper() == "GET" else construct_post_url
-    url = build(uri, dict(params))
-    return get_signature_v3(token.encode(), url.decode("utf-8"), nonce.encode()).decode()
+    return support.plivo_sign(method, uri, params, nonce, token)
 
 
 def plivo_sign_parts(method: str, base_uri: str, query: Mapping[str, list[str]], body: Mapping[str, Any],
@@ -133,12 +101,7 @@ def plivo_sign_parts(method: str, base_uri: str, query: Mapping[str, list[str]],
 
 def signed_headers(method: str, uri: str, params: Mapping[str, Any] | None = None,
                    nonce: str = "424242") -> dict[str, str]:
-    return {"X-Plivo-Signature-V3": plivo_sign(method, uri, params or {}, nonce),
-            "X-Plivo-Signature-V3-Nonce": nonce}
-
-
-def form(params: Mapping[str, Any]) -> bytes:
-    return urlencode(params, doseq=True).encode()
+    return support.signed_headers(method, uri, params, nonce, TOKEN)
 
 
 def query_dict(query: str) -> dict[str, list[str]]:
@@ -151,30 +114,14 @@ def api_event(method: str, path: str, *, headers: Mapping[str, str] | None = Non
               query: Mapping[str, list[str]] | None = None, body: bytes | str | None = None,
               base64_body: bool = False) -> dict[str, Any]:
     """A REST API (v1) Lambda proxy event as API Gateway sends it for `https://DOMAIN/api{path}`."""
+    from bench.harness import proxy_event
+
     all_headers = {"Host": DOMAIN, "User-Agent": "PlivoHTTP/1.0", "X-Forwarded-Proto": "https",
                    **(headers or {})}
     if isinstance(body, bytes):
         body = base64.b64encode(body).decode() if base64_body else body.decode("utf-8")
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": method,
-        "headers": all_headers,
-        "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
-        "queryStringParameters": {k: v[-1] for k, v in query.items()} if query else None,
-        "multiValueQueryStringParameters": {k: list(v) for k, v in query.items()} if query else None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourceId": "abc1de", "resourcePath": path, "httpMethod": method, "path": f"/api{path}",
-            "accountId": "123456789012", "protocol": "HTTP/1.1", "stage": "api", "domainPrefix": "fault123",
-            "requestTimeEpoch": 1795687200000, "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
-            "identity": {"sourceIp": "18.215.140.21", "userAgent": "PlivoHTTP/1.0"},
-            "domainName": DOMAIN, "apiId": "fault123",
-        },
-        "body": body,
-        "isBase64Encoded": base64_body,
-    }
+    return proxy_event(method, path, domain=DOMAIN, headers=all_headers, query=query, body=body,
+                       is_base64=base64_body)
 
 
 def invoke(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,12 +10,12 @@ from decimal import Decimal
 
 import boto3
 import pytest
-from faultlib import AUTH_ID, REGION, TABLE, TOKEN, dialled, make_job
 
 from chalicelib.jobs import JobRepository
 from chalicelib.launcher import Launcher
 from chalicelib.plivo_api import PlivoClient
 from chalicelib.settings import Settings
+from tests.faults.faultlib import AUTH_ID, REGION, TABLE, TOKEN, dialled, make_job
 
 JOBS = 1000
 

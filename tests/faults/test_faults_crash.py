@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from faultlib import (
+
+from chalicelib import launcher, resources
+from tests.faults.faultlib import (
     ENV,
     ROOT,
     call_id_of,
@@ -26,8 +28,6 @@ from faultlib import (
     make_job,
     signed_hangup_event,
 )
-
-from chalicelib import launcher, resources
 
 RUNNER = Path(__file__).resolve().parent / "crash_runner.py"
 STALE = launcher.STALE_DIALING_SECONDS + 60  # how far the clock of the "later" pass is moved on

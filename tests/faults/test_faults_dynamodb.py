@@ -12,7 +12,9 @@ import json
 import time
 
 import pytest
-from faultlib import (
+
+from chalicelib import launcher, resources
+from tests.faults.faultlib import (
     FaultHook,
     call_id_of,
     dialled,
@@ -25,8 +27,6 @@ from faultlib import (
     make_job,
     signed_hangup_event,
 )
-
-from chalicelib import launcher, resources
 
 pytestmark = pytest.mark.usefixtures("aws", "plivo_env")
 

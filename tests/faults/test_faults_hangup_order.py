@@ -11,9 +11,9 @@ import threading
 import time
 
 import pytest
-from faultlib import FaultHook, dynamodb_error, invoke, key_of, make_job, signed_hangup_event
 
 from chalicelib import resources
+from tests.faults.faultlib import FaultHook, dynamodb_error, invoke, key_of, make_job, signed_hangup_event
 
 pytestmark = pytest.mark.usefixtures("aws")
 
@@ -43,6 +43,15 @@ def dial(call_id: str, request_uuid: str) -> None:
 
 def new_job(call_id: str, **fields) -> None:
     repo().add(make_job(call_id, **fields))
+
+
+def first_attempt_busy(call_id: str) -> None:
+    """A new job whose attempt 1 (request r1) rang busy, its retry already due."""
+    new_job(call_id)
+    dial(call_id, "r1")
+    hangup(call_id, "r1", "busy")
+    repo().table.update_item(Key={"call_id": call_id}, UpdateExpression="SET due_at = :d",
+                             ExpressionAttributeValues={":d": int(time.time()) - 1})
 
 
 def test_duplicate_completed_callbacks(env):
@@ -92,11 +101,7 @@ def test_concurrent_duplicate_callbacks_apply_once(atomic_moto):
 
 
 def test_late_callback_of_an_earlier_attempt_after_the_next_was_placed():
-    new_job("late-placed")
-    dial("late-placed", "r1")
-    hangup("late-placed", "r1", "busy")
-    repo().table.update_item(Key={"call_id": "late-placed"}, UpdateExpression="SET due_at = :d",
-                             ExpressionAttributeValues={":d": int(time.time()) - 1})
+    first_attempt_busy("late-placed")
     dial("late-placed", "r2")
     hangup("late-placed", "r1", "busy")  # Plivo re-delivers attempt 1's callback
     job = repo().get("late-placed")
@@ -109,11 +114,7 @@ def test_late_callback_of_an_earlier_attempt_after_the_next_was_placed():
 def test_late_callback_of_an_earlier_attempt_while_the_next_is_dialing():
     """Attempt 2 is claimed (dialing; the job still holds attempt 1's request_uuid) when attempt 1's busy
     callback is delivered again. It must not send the job back to pending: attempt 2 is about to ring."""
-    new_job("late-dialing")
-    dial("late-dialing", "r1")
-    hangup("late-dialing", "r1", "busy")
-    repo().table.update_item(Key={"call_id": "late-dialing"}, UpdateExpression="SET due_at = :d",
-                             ExpressionAttributeValues={":d": int(time.time()) - 1})
+    first_attempt_busy("late-dialing")
     assert repo().claim("late-dialing", time.time())["attempts"] == 2
 
     hangup("late-dialing", "r1", "busy")  # the re-delivered callback of attempt 1
@@ -128,11 +129,7 @@ def test_late_callback_of_an_earlier_attempt_while_the_next_is_dialing():
 def test_late_callback_of_an_earlier_attempt_after_the_next_became_unknown():
     """Attempt 2 timed out at Plivo (unknown: it may be ringing). Attempt 1's re-delivered busy must not
     queue a third call; attempt 2's own callback settles the job."""
-    new_job("late-unknown")
-    dial("late-unknown", "r1")
-    hangup("late-unknown", "r1", "busy")
-    repo().table.update_item(Key={"call_id": "late-unknown"}, UpdateExpression="SET due_at = :d",
-                             ExpressionAttributeValues={":d": int(time.time()) - 1})
+    first_attempt_busy("late-unknown")
     assert repo().claim("late-unknown", time.time()) is not None
     assert repo().release("late-unknown", time.time(), status="unknown",
                           last_error="no reply within 10 s after sending", count_attempt=True)
@@ -156,11 +153,7 @@ def test_callback_before_the_launcher_records_the_call():
 
 
 def test_out_of_order_final_then_earlier_busy():
-    new_job("ooo")
-    dial("ooo", "r1")
-    hangup("ooo", "r1", "busy")
-    repo().table.update_item(Key={"call_id": "ooo"}, UpdateExpression="SET due_at = :d",
-                             ExpressionAttributeValues={":d": int(time.time()) - 1})
+    first_attempt_busy("ooo")
     dial("ooo", "r2")
     hangup("ooo", "r2", "completed", duration=7)
     done = repo().get("ooo")

@@ -13,7 +13,11 @@ import json
 import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
-from faultlib import (
+from moto.core import enable_iam_authentication
+
+from chalicelib import resources
+from chalicelib.templates import BUILTIN_FALLBACK
+from tests.faults.faultlib import (
     BASE,
     BUCKET,
     PLIVO_QUERY,
@@ -27,10 +31,6 @@ from faultlib import (
     spoken,
     verbs,
 )
-from moto.core import enable_iam_authentication
-
-from chalicelib import resources
-from chalicelib.templates import BUILTIN_FALLBACK
 
 CALL_UUID = "5260e820-958c-11e4-b6bf-498d468c930b"
 # What templates/PlivoTest.xml says for X-PH-Test=Sample (routes.json rule 1).

@@ -1,47 +1,26 @@
 """Launcher tests: DynamoDB through moto (the real table shape, GSI included), Plivo through the
-simulator's real HTTP server, settings from the environment like in Lambda."""
+simulator's real HTTP server, settings from the environment like in Lambda.
+
+Helpers the test modules import live in `launcherlib.py` (a named module, so no test imports a conftest)."""
 
 from __future__ import annotations
 
 import threading
-import time
 
 import boto3
 import pytest
 from moto import mock_aws
-from moto.core.botocore_stubber import BotocoreStubber
 
 from chalicelib import resources
 from chalicelib.jobs import JobRepository
 from chalicelib.settings import Settings
-
-TABLE = "callflow-calls-test"
-AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"
-AUTH_TOKEN = "test-token-do-not-log"  # noqa: S105
-BASE = "https://example.execute-api.us-east-1.amazonaws.com/api"
-
-ENV = {
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "CALLS_TABLE": TABLE,
-    "PLIVO_AUTH_ID": AUTH_ID,
-    "PLIVO_AUTH_TOKEN": AUTH_TOKEN,
-    "PUBLIC_BASE_URL": BASE,
-    "PLIVO_CPS": "50",
-    "CALL_WINDOW": "00:00-00:00",
-    "DEFAULT_TZ": "UTC",
-    "VERIFY_SIGNATURES": "false",
-}
+from tests import support
+from tests.launcher.launcherlib import AUTH_ID, AUTH_TOKEN, ENV, TABLE, UNSET
 
 
 @pytest.fixture(autouse=True)
 def env(monkeypatch):
-    for name in ("PLIVO_AUTH_TOKEN_PARAM", "PLIVO_API_URL", "MAX_ATTEMPTS", "RETRY_DELAYS"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in ENV.items():
-        monkeypatch.setenv(name, value)
+    support.apply_env(monkeypatch, ENV, UNSET)
     resources.reset()
     yield
     resources.reset()
@@ -49,39 +28,14 @@ def env(monkeypatch):
 
 @pytest.fixture
 def atomic_moto(monkeypatch):
-    """Real DynamoDB applies each conditional write atomically; moto does not lock, so concurrent
-    claims could interleave inside moto. Serialise moto's request handling to model DynamoDB."""
-    lock = threading.Lock()
-    original = BotocoreStubber.process_request
-
-    def locked(self, request):
-        with lock:
-            return original(self, request)
-
-    monkeypatch.setattr(BotocoreStubber, "process_request", locked)
+    support.serialise_moto(monkeypatch)
 
 
 @pytest.fixture
 def table(atomic_moto):
+    """The calls table in moto, created from infra/resources.json (the deploy's shape, GSI included)."""
     with mock_aws():
-        ddb = boto3.resource("dynamodb", region_name="us-east-1")
-        created = ddb.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "call_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[
-                {"AttributeName": "call_id", "AttributeType": "S"},
-                {"AttributeName": "status", "AttributeType": "S"},
-                {"AttributeName": "due_at", "AttributeType": "N"},
-            ],
-            GlobalSecondaryIndexes=[{
-                "IndexName": "status-due_at-index",
-                "KeySchema": [{"AttributeName": "status", "KeyType": "HASH"},
-                              {"AttributeName": "due_at", "KeyType": "RANGE"}],
-                "Projection": {"ProjectionType": "ALL"},
-            }],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield created
+        yield support.create_calls_table(boto3.resource("dynamodb", region_name="us-east-1"), TABLE)
 
 
 @pytest.fixture
@@ -117,9 +71,3 @@ def sim():
     yield simulator
     simulator.stop()
 
-
-def make_job(call_id: str, due_at: float | None = None, **fields):
-    job = {"call_id": call_id, "status": "pending", "due_at": time.time() - 5 if due_at is None else due_at,
-           "to": "14155550100", "from": "14155559999", "headers": {"CustomerId": "C42", "Lang": "en"}}
-    job.update(fields)
-    return job

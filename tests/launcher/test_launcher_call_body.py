@@ -11,7 +11,7 @@ import plivo
 import pytest
 
 from chalicelib.call_request import JobInvalid, build_call_body
-from tests.launcher.conftest import AUTH_ID, AUTH_TOKEN, BASE
+from tests.launcher.launcherlib import AUTH_ID, AUTH_TOKEN, BASE
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from chalicelib import logs
 from chalicelib.launcher import Launcher, RateLimiter
 from chalicelib.plivo_api import PlivoClient
 from chalicelib.settings import Settings
-from tests.launcher.conftest import AUTH_ID, AUTH_TOKEN, make_job
+from tests.launcher.launcherlib import AUTH_ID, AUTH_TOKEN, make_job
 
 
 def launcher_for(repo, url, cps=50.0, read_timeout=2.0, **kwargs):

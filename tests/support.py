@@ -1,0 +1,111 @@
+"""Helpers shared by the test directories (a named module, so no test imports a conftest).
+
+One source of truth per concern: the calls table's shape comes from infra/resources.json through the
+local stack's own translator (`devtools.local_aws`), API Gateway events from the bench harness, and
+Plivo V3 signatures from plivo-python (the oracle; never our `chalicelib.signature`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parents[1]
+REGION = "us-east-1"
+
+# Dummy credentials for moto; every test environment starts from these.
+AWS_ENV = {
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+
+# The real answer URL query string from PLIVO.md (outbound call made with sip_headers="Test=Sample").
+PLIVO_QUERY = (
+    "Direction=outbound&From=1111111111&ALegUUID=5260e820-958c-11e4-b6bf-498d468c930b&BillRate=0.00300"
+    "&To=sip%3Aabcd150105094929%40phone.plivo.com&X-PH-Test=Sample"
+    "&CallUUID=5260e820-958c-11e4-b6bf-498d468c930b&ALegRequestUUID=2202d0ab-a890-4199-8582-e7a2615cb23b"
+    "&RequestUUID=2202d0ab-a890-4199-8582-e7a2615cb23b"
+    "&SIP-H-To=%3Csip%3Aabcd150105094929%40phone.plivo.com%3E%3Btag%3D6U9J4.uVHI7KyEKSgD8vrPnAKQoR2QXc"
+    "&CallStatus=in-progress&Event=StartApp"
+)
+
+
+# ---------------------------------------------------------------- environment
+
+def apply_env(mp, values: Mapping[str, str], unset: Iterable[str] = ()) -> None:
+    """Lambda-like environment through pytest's monkeypatch: `unset` removed, AWS_ENV + `values` set."""
+    for name in unset:
+        mp.delenv(name, raising=False)
+    for name, value in {**AWS_ENV, **values}.items():
+        mp.setenv(name, value)
+
+
+# ---------------------------------------------------------------- moto
+
+def serialise_moto(mp) -> None:
+    """Real DynamoDB applies each conditional write atomically; in-process moto does not lock, so
+    concurrent claims could interleave inside moto. Serialise moto's request handling to model DynamoDB
+    (moto is the stand-in for AWS here, not our code)."""
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    lock = threading.Lock()
+    original = BotocoreStubber.process_request
+
+    def locked(self, request):
+        with lock:
+            return original(self, request)
+
+    mp.setattr(BotocoreStubber, "process_request", locked)
+
+
+def calls_table_args(table: str) -> dict[str, Any]:
+    """create_table arguments from infra/resources.json's CallsTable: the deploy's shape, GSI included."""
+    from devtools.local_aws import cfn_resource, create_table_args
+
+    return create_table_args(cfn_resource("CallsTable"), table)
+
+
+def create_calls_table(dynamodb_resource, table: str):
+    """The calls table, shaped like the deploy's, on a boto3 DynamoDB resource; returns the Table."""
+    return dynamodb_resource.create_table(**calls_table_args(table))
+
+
+def upload_templates(s3_client, bucket: str, prefix: str) -> None:
+    """This repository's sample templates/ directory, as the deploy would push it."""
+    for path in sorted((ROOT / "templates").iterdir()):
+        s3_client.put_object(Bucket=bucket, Key=prefix + path.name, Body=path.read_bytes())
+
+
+def make_job(call_id: str, due_at: float | None = None, **fields) -> dict[str, Any]:
+    """A pending call job (SPEC "Call jobs"), due 5 s ago unless `due_at` says otherwise."""
+    job = {"call_id": call_id, "status": "pending", "due_at": time.time() - 5 if due_at is None else due_at,
+           "to": "14155550100", "from": "14155559999", "headers": {"CustomerId": "C42", "Lang": "en"}}
+    job.update(fields)
+    return job
+
+
+# ---------------------------------------------------------------- Plivo V3 signatures (plivo-python)
+
+def plivo_sign(method: str, uri: str, params: Mapping[str, Any], nonce: str, token: str) -> str:
+    """Sign as Plivo does, with the SDK's own URL construction (the oracle, not our signature module)."""
+    from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
+
+    build = construct_get_url if method.upper() == "GET" else construct_post_url
+    url = build(uri, dict(params))
+    return get_signature_v3(token.encode(), url.decode("utf-8"), nonce.encode()).decode()
+
+
+def signed_headers(method: str, uri: str, params: Mapping[str, Any] | None, nonce: str,
+                   token: str) -> dict[str, str]:
+    return {"X-Plivo-Signature-V3": plivo_sign(method, uri, params or {}, nonce, token),
+            "X-Plivo-Signature-V3-Nonce": nonce}
+
+
+def form(params: Mapping[str, Any]) -> bytes:
+    return urlencode(params, doseq=True).encode()
