@@ -26,7 +26,6 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
 
 bench: venv
 	$(PY) -m bench

@@ -315,6 +315,10 @@ class Scheduler(threading.Thread):
         watcher = threading.Thread(target=self._stop_on_shutdown, args=(process,), daemon=True)
         watcher.start()
         stdout, stderr = process.communicate()
+        log_dir = self.stack.root / ".local" / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_dir / "launcher.log", "a", encoding="utf-8") as log_file:
+            log_file.write(stderr or "")
         if self.stop_event.is_set():
             return
         if process.returncode == 0:
