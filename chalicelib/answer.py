@@ -45,7 +45,6 @@ def _try(
 @dataclass(frozen=True)
 class Selection:
     name: str | None  # None: no step picked a template (built-in fallback), or the store failed
-    why: str
     template: Any = None  # the compiled template when selection already fetched it
     failed: bool = False  # the picked template is known to be broken
 
@@ -55,27 +54,27 @@ def select(store: Any, settings: Settings, headers: Mapping[str, str], causes: l
     requested = headers.get("Template")
     if requested:
         try:
-            return Selection(requested, "X-PH-Template", store.template(requested))
+            return Selection(requested, store.template(requested))
         except TemplateMissing:
             pass  # unknown names fall through to the rules
         except TemplateBroken as exc:
             causes.append(f"template {requested!r}: {exc}")
-            return Selection(requested, "X-PH-Template", failed=True)  # it exists: fall back, not guess
+            return Selection(requested, failed=True)  # it exists: fall back, not guess
         except StoreUnavailable as exc:
             causes.append(f"cannot look up X-PH-Template {requested!r}: {exc}")
-            return Selection(None, "store unavailable")
+            return Selection(None)
     try:
         routes = store.routes()
     except StoreUnavailable as exc:
         causes.append(f"cannot read routes.json: {exc}")
-        return Selection(None, "store unavailable")
+        return Selection(None)
     except RoutesError as exc:
         causes.append(str(exc))
         routes = templates.EMPTY_ROUTES
-    name, why = routes.choose(headers)
+    name = routes.choose(headers)
     if name is None and settings.default_template:
-        return Selection(settings.default_template, "DEFAULT_TEMPLATE")
-    return Selection(name, why)
+        return Selection(settings.default_template)
+    return Selection(name)
 
 
 def render_answer(store: Any, settings: Settings, params: Mapping[str, str]) -> str:

@@ -128,9 +128,3 @@ def first_problem(document: str | bytes) -> str | None:
     found = problems(document, first_only=True)
     return found[0] if found else None
 
-
-def verbs(document: str | bytes) -> list[str]:
-    """Top-level verbs in order (for tools and tests that need to know what a caller would hear)."""
-    from defusedxml.ElementTree import fromstring
-
-    return [child.tag for child in fromstring(document)]

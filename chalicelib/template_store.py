@@ -4,7 +4,8 @@ Within `ttl` a cached template or routes.json costs no S3 request; after it, one
 (If-None-Match) revalidates, and a 304 keeps the compiled template. Each template version is compiled
 once. Compiled templates live in a bounded LRU; unknown names are remembered briefly in a bounded set.
 If S3 fails, the last cached version keeps being served and S3 is left alone for a short back-off, so
-an outage does not add S3 timeouts to every call.
+an outage does not add S3 timeouts to every call. A missing key is a 404 (the role may list the prefix);
+a 403 is an access problem and handled as an outage.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +48,10 @@ class _Entry:
     value: Any  # compiled template / Routes, or None when `error` is set
     error: str | None
     checked_at: float
+
+
+class _BackingOff(StoreUnavailable):
+    """S3 failed moments ago and is not asked again yet (already logged when it failed)."""
 
 
 class _Missing:
@@ -139,7 +145,8 @@ class TemplateStore:
         except StoreUnavailable as exc:
             if entry is None:
                 raise
-            log_stale(label, exc)
+            if not isinstance(exc, _BackingOff):  # once per failed S3 attempt, not once per request
+                _log_stale(label, exc)
             entry.checked_at = now - self.ttl + min(self._error_backoff, self.ttl)
             return None
         same_etag = entry is not None and fetched not in (_NOT_MODIFIED, _MISSING) and (
@@ -203,18 +210,21 @@ class TemplateStore:
         return new
 
     def _fetch(self, key: str, etag: str | None, now: float):
-        """(body, etag), _NOT_MODIFIED or _MISSING; raises StoreUnavailable for anything else."""
+        """(body, etag), _NOT_MODIFIED or _MISSING; raises StoreUnavailable for anything else.
+
+        The role holds s3:ListBucket on the prefix, so S3 says 404 for a missing key and a 403 is a real
+        access problem (policy or bucket misconfigured): an outage, not a missing template.
+        """
         if now < self._down_until:
-            raise StoreUnavailable("S3 failed moments ago; not retrying yet")
+            raise _BackingOff("S3 failed moments ago; not retrying yet")
         kwargs = {"Bucket": self.bucket, "Key": key}
         if etag:
             kwargs["IfNoneMatch"] = etag
         self.s3_requests += 1
         try:
             response = self._s3.get_object(**kwargs)
-            stream = response["Body"]
-            body = stream.read(templates.MAX_SOURCE_BYTES + 1)  # enough to tell "too large"
-            stream.close()
+            with closing(response["Body"]) as stream:
+                body = stream.read(templates.MAX_SOURCE_BYTES + 1)  # enough to tell "too large"
             return body, response.get("ETag")
         except Exception as exc:  # noqa: BLE001 - botocore is classified by its response, not its type
             error = getattr(exc, "response", None) or {}
@@ -222,22 +232,17 @@ class TemplateStore:
             status = error.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status == 304 or code in ("304", "NotModified"):
                 return _NOT_MODIFIED
-            if code == "NoSuchBucket":
-                pass  # a configuration error: nothing in the store can be served, treat as an outage
-            elif status == 404 or code in _MISSING_CODES:
+            # NoSuchBucket is a configuration error: nothing in the store can be served, an outage.
+            if code != "NoSuchBucket" and (status == 404 or code in _MISSING_CODES):
                 return _MISSING
-            elif status == 403 or code in _DENIED_CODES:
-                # Without s3:ListBucket S3 answers 403 for a missing key, so 403 is ambiguous: a key never
-                # seen is missing; a key we hold a version of keeps being served (stale-on-error).
-                logs.log(log, logging.WARNING, "S3 denied access: missing template, or no s3:GetObject",
-                         key=key, cause=code or "403")
-                if etag is None:
-                    return _MISSING
-                raise StoreUnavailable(f"S3 get {key}: access denied ({code or 403})") from None
             self._down_until = now + self._error_backoff
+            if status == 403 or code in _DENIED_CODES:
+                logs.log(log, logging.ERROR, "S3 denied access to the template store; check the role's "
+                         "s3:GetObject and s3:ListBucket grants", key=key, cause=code or "403")
+                raise StoreUnavailable(f"S3 get {key}: access denied ({code or 403})") from None
             raise StoreUnavailable(f"S3 get {key}: {type(exc).__name__}: {exc}") from None
 
 
-def log_stale(name: str, exc: Exception) -> None:
+def _log_stale(name: str, exc: Exception) -> None:
     logs.log(log, logging.WARNING, "S3 unavailable; serving the cached version",
              template=name, cause=str(exc))

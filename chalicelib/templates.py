@@ -103,14 +103,12 @@ class Routes:
     default: str | None = None
     rules: tuple[Rule, ...] = ()
 
-    def choose(self, headers: Mapping[str, str]) -> tuple[str | None, str]:
-        """Selection steps 2 and 3: the first matching rule, else the default. Returns (name, why)."""
-        for index, rule in enumerate(self.rules):
+    def choose(self, headers: Mapping[str, str]) -> str | None:
+        """Selection steps 2 and 3: the first matching rule, else the default (None: no route)."""
+        for rule in self.rules:
             if rule.matches(headers):
-                return rule.template, f"routes.json rule {index + 1}"
-        if self.default:
-            return self.default, "routes.json default"
-        return None, "no route"
+                return rule.template
+        return self.default or None
 
 
 EMPTY_ROUTES = Routes()

@@ -4,6 +4,7 @@ Time is a fake clock; S3 requests are counted (and failed) at botocore's send ho
 from __future__ import annotations
 
 import json
+import logging
 
 import boto3
 import pytest
@@ -183,7 +184,7 @@ def test_oversized_and_non_utf8_sources_are_broken(store, s3):
 
 def test_routes_cached_revalidated_and_errors(store, s3, clock, traffic):
     routes = store.routes()
-    assert routes.choose({"Test": "Sample"}) == ("PlivoTest", "routes.json rule 1")
+    assert routes.choose({"Test": "Sample"}) == "PlivoTest"
     clock.now += 61
     traffic.reset()
     assert store.routes() is routes and len(traffic.calls) == 1  # 304
@@ -199,17 +200,62 @@ def test_routes_cached_revalidated_and_errors(store, s3, clock, traffic):
     assert store.routes() == templates.EMPTY_ROUTES and traffic.calls == []  # absence is cached too
 
 
-def test_access_denied_is_missing_when_cold_and_stale_when_warm(store, traffic, clock):
-    """Without s3:ListBucket S3 says 403 for a missing key: unknown names are missing, cached ones stay."""
+def test_access_denied_is_an_outage_stale_when_warm_logged_once_per_backoff(store, traffic, clock, caplog):
+    """The role may list the prefix, so S3 says 404 for a missing key: a 403 is a real access problem."""
+    caplog.set_level(logging.WARNING, logger="callflow")
     template = store.template("Promo")
     traffic.error = (403, "AccessDenied")
-    with pytest.raises(TemplateMissing):
-        store.template("Welcome")
     clock.now += 61
-    assert store.template("Promo") is template
-    with pytest.raises(TemplateMissing):  # not treated as an outage: other names are still asked
-        clock.now += 11
-        store.template("Reminder")
+    traffic.reset()
+    assert store.template("Promo") is template  # stale-on-error for the cached key
+    for _ in range(50):  # within the back-off: S3 is left alone, the cached version is still served
+        clock.now += 0.01
+        assert store.template("Promo") is template
+        with pytest.raises(StoreUnavailable):
+            store.template("Reminder")
+    assert len(traffic.calls) == 1
+    denied = [r for r in caplog.records if "denied" in r.getMessage()]
+    assert [r.levelno for r in denied] == [logging.ERROR]  # one ERROR, not a WARNING per request
+    clock.now += 6
+    with pytest.raises(StoreUnavailable, match="access denied"):  # an unknown name is not "missing"
+        store.template("Welcome")
+    assert len(traffic.calls) == 2
+    assert len([r for r in caplog.records if "denied" in r.getMessage()]) == 2
+
+
+def test_deleted_template_is_dropped_and_negative_cached(store, s3, traffic, clock):
+    """A 404 on revalidation drops the cached version (no stale-forever) and remembers the absence."""
+    store.template("Promo")
+    s3.delete_object(Bucket=BUCKET, Key=PREFIX + "Promo.xml")
+    clock.now += 61
+    with pytest.raises(TemplateMissing):
+        store.template("Promo")
+    assert store.cache_sizes() == {"templates": 0, "unknown": 1}
+    traffic.reset()
+    with pytest.raises(TemplateMissing):
+        store.template("Promo")
+    assert traffic.calls == []
+
+
+def test_body_stream_is_closed_when_read_fails(s3, clock):
+    """A body whose read() raises (connection dropped mid-body) is still closed, and counts as an outage."""
+    closed = []
+
+    class FailingBody:
+        def read(self, *args):
+            raise ConnectionResetError("peer reset mid-body")
+
+        def close(self):
+            closed.append(True)
+
+    class Client:
+        def get_object(self, **kwargs):
+            return {"Body": FailingBody(), "ETag": '"x"'}
+
+    store = TemplateStore(Client(), BUCKET, PREFIX, ttl=60, clock=clock)
+    with pytest.raises(StoreUnavailable, match="ConnectionResetError"):
+        store.template("Promo")
+    assert closed == [True]
 
 
 @pytest.mark.parametrize("status,code", [(500, "InternalError"), (503, "SlowDown")])
