@@ -23,7 +23,8 @@ SPEC_SETTINGS = {
 # Exactly what the deployed code calls (PutItem and Scan are the CLI's, run with the user's own credentials).
 EXPECTED_ACTIONS = {
     "logs:CreateLogStream", "logs:PutLogEvents",
-    "s3:GetObject",  # conditional GETs (If-None-Match) need nothing more; the store reads 403 as missing
+    "s3:GetObject",  # conditional GETs (If-None-Match) need nothing more
+    "s3:ListBucket",  # on the template prefix only: S3 then says 404, not 403, for a missing key
     "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query",
     "ssm:GetParameter", "kms:Decrypt",
 }
@@ -156,6 +157,7 @@ def test_policy_resources_are_specific(stage):
         for action in _as_list(statement["Action"]):
             by_action.setdefault(action, set()).update(_as_list(statement["Resource"]))
     assert by_action["s3:GetObject"] == {"arn:aws:s3:::b/templates/*"}
+    assert by_action["s3:ListBucket"] == {"arn:aws:s3:::b"}
     table = "arn:aws:dynamodb:us-east-1:123456789012:table/t"
     assert by_action["dynamodb:GetItem"] == by_action["dynamodb:UpdateItem"] == {table}
     assert by_action["dynamodb:Query"] == {f"{table}/index/status-due_at-index"}
@@ -163,6 +165,22 @@ def test_policy_resources_are_specific(stage):
     for action, resources in by_action.items():
         if action.split(":")[0] in ("s3", "dynamodb", "ssm"):
             assert "*" not in resources and all(r.count("*") <= 1 for r in resources), action
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_list_bucket_only_under_the_template_prefix(stage):
+    """Checked here because moto's IAM enforcement ignores the s3:prefix condition (lists any prefix)."""
+    names = cfn_names(bucket="b", prefix="templates/")
+    statements = resolve(policy(stage), names)["Statement"]
+    (listing,) = [s for s in statements if "s3:ListBucket" in _as_list(s["Action"])]
+    assert _as_list(listing["Action"]) == ["s3:ListBucket"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["templates/*"]}}
+    assert [s for s in statements if "Condition" not in s and "s3:ListBucket" in _as_list(s["Action"])] == []
+
+
+def test_dev_and_prod_policies_are_identical():
+    """Same code, same needs: a dev deploy proves the prod policy."""
+    assert policy("dev") == policy("prod")
 
 
 def test_kms_decrypt_only_through_ssm_for_the_token():

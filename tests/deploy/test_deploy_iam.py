@@ -14,6 +14,7 @@ handlers the ARN each request acts on (a dependency's gap filled, none of our co
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from .support import ACCOUNT, MERGE_TEMPLATE, PREFIX, REGION, TOKEN_PARAM, cfn_n
 
 BUCKET = "callflow-iam-templates"
 TABLE = "callflow-iam-calls"
+OTHER_BUCKET = "callflow-iam-other"
 AUTH_ID = "MAIAMTESTAUTHID00000"
 TOKEN = "iam-test-plivo-token"  # noqa: S105
 BASE = "https://abc123.execute-api.us-east-1.amazonaws.com/api"
@@ -83,6 +85,7 @@ def _build(monkeypatch, policy_document: str) -> Iterator[Stack]:
         s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}Welcome.xml", Body=WELCOME.encode())
         s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}routes.json", Body=b'{"default": "Welcome"}')
         s3.put_object(Bucket=BUCKET, Key="private/notes.txt", Body=b"not a template")
+        s3.create_bucket(Bucket=OTHER_BUCKET)
 
         props = load(MERGE_TEMPLATE)["Resources"]["CallsTable"]["Properties"]
         keys = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
@@ -129,10 +132,10 @@ def _signed(path: str, params: dict[str, str], nonce: str = "31415") -> tuple[di
     return headers, urlencode(params)
 
 
-def _answer(client: Client) -> str:
+def _answer(client: Client, **headers: str) -> str:
     params = {"CallUUID": "uuid-answer-1", "From": "14155559999", "To": "14155550100",
               "Direction": "outbound", "CallStatus": "in-progress", "Event": "StartApp",
-              "X-PH-CustomerId": "C42"}
+              "X-PH-CustomerId": "C42", **{f"X-PH-{k}": v for k, v in headers.items()}}
     headers, body = _signed("/answer", params)
     response = client.http.post("/answer", headers=headers, body=body)
     assert response.status_code == 200
@@ -188,7 +191,7 @@ def test_policy_is_no_more(stack):
             "s3:PutObject on the template prefix": lambda: s3.put_object(
                 Bucket=BUCKET, Key=f"{PREFIX}Evil.xml", Body=b"<Response/>"),
             "s3:GetObject outside the prefix": lambda: s3.get_object(Bucket=BUCKET, Key="private/notes.txt"),
-            "s3:ListBucket": lambda: s3.list_objects_v2(Bucket=BUCKET),
+            "s3:ListBucket on another bucket": lambda: s3.list_objects_v2(Bucket=OTHER_BUCKET, Prefix=PREFIX),
             "s3:DeleteObject": lambda: s3.delete_object(Bucket=BUCKET, Key=f"{PREFIX}Welcome.xml"),
             "dynamodb:Scan": lambda: ddb.scan(TableName=TABLE),
             "dynamodb:PutItem": lambda: ddb.put_item(TableName=TABLE, Item={"call_id": "x"}),
@@ -207,6 +210,33 @@ def test_policy_is_no_more(stack):
         # The same credentials do hold what the policy grants (so the refusals are not a broken key).
         assert ssm.get_parameter(Name=TOKEN_PARAM, WithDecryption=True)["Parameter"]["Value"] == TOKEN
         ddb.get_item(TableName=TABLE, Key={"call_id": "x"})
+
+
+def test_a_deleted_template_is_missing_not_served_forever(stack, caplog):
+    """The role may list the template prefix, so a deleted key is a 404: the cached copy is dropped and the
+    next selection step answers. (Moto answers 404 for a missing key even without s3:ListBucket, unlike
+    S3, so the grant itself is proven by listing the prefix; that the listing is confined to the prefix is
+    checked statically in test_deploy_config, because moto ignores the s3:prefix condition.)"""
+    from app import app
+
+    caplog.set_level(logging.WARNING, logger="callflow")
+    stack.admin.client("s3").put_object(Bucket=BUCKET, Key=f"{PREFIX}Gone.xml",
+                                        Body=b"<Response><Speak>Soon deleted</Speak></Response>")
+    s3 = resources.s3_client()
+    with Client(app) as client:
+        with enable_iam_authentication():
+            listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX)["Contents"]
+            assert f"{PREFIX}Gone.xml" in [item["Key"] for item in listed]
+            assert "Soon deleted" in _answer(client, Template="Gone")
+        stack.admin.client("s3").delete_object(Bucket=BUCKET, Key=f"{PREFIX}Gone.xml")
+        with enable_iam_authentication():
+            with pytest.raises(ClientError) as missing:
+                s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}Gone.xml")
+            assert missing.value.response["Error"]["Code"] == "NoSuchKey"
+            after = _answer(client, Template="Gone")  # TTL 0: revalidated, 404, routes.json default instead
+        assert "Hello from S3, customer C42" in after and "Soon deleted" not in after
+        assert resources.template_store().cache_sizes()["unknown"] == 1
+    assert [r for r in caplog.records if "denied" in r.getMessage()] == []
 
 
 def test_the_check_is_not_blind_a_policy_without_updateitem_breaks_the_launcher(monkeypatch):
