@@ -7,10 +7,11 @@ warm one reuses it. Tests and the CLI call `reset()` after changing the environm
 from __future__ import annotations
 
 import functools
+import time
 from typing import TYPE_CHECKING
 
 from chalicelib import logs
-from chalicelib.settings import Settings
+from chalicelib.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
     from chalicelib.jobs import JobRepository
@@ -57,9 +58,12 @@ def calls_table():
 
 @functools.cache
 def ssm_client():
+    """Short timeouts, 2 attempts in all: the token is read on /answer, inside the API Lambda's 15 s."""
     import boto3
+    from botocore.config import Config
 
-    return boto3.client("ssm", config=_client_config(2.0, 5.0, 3))
+    retries = {"total_max_attempts": 2, "mode": "standard"}  # the first try and one retry
+    return boto3.client("ssm", config=Config(connect_timeout=1.0, read_timeout=2.0, retries=retries))
 
 
 @functools.cache
@@ -79,12 +83,32 @@ def job_repository() -> JobRepository:
     return JobRepository(calls_table())
 
 
+TOKEN_FAILURE_SECONDS = 5.0
+_token_failure: dict[str, object] = {}  # "message", "until": a recent failure to read the token
+
+
 @functools.cache
-def plivo_auth_token() -> str:
-    """The token itself, or the SSM SecureString it lives in; read once per container, never logged."""
+def _resolved_auth_token() -> str:
     from chalicelib.secrets import resolve_auth_token
 
     return resolve_auth_token(settings(), ssm_client)
+
+
+def plivo_auth_token() -> str:
+    """The token itself, or the SSM SecureString it lives in; read once per container, never logged.
+
+    A failure is remembered for TOKEN_FAILURE_SECONDS, so a broken SSM costs one slow read per few
+    seconds, not one per callback. Raises ConfigError.
+    """
+    if _token_failure and time.monotonic() < _token_failure["until"]:
+        raise ConfigError(_token_failure["message"])
+    try:
+        token = _resolved_auth_token()
+    except ConfigError as exc:
+        _token_failure.update(message=str(exc), until=time.monotonic() + TOKEN_FAILURE_SECONDS)
+        raise
+    _token_failure.clear()
+    return token
 
 
 @functools.cache
@@ -98,5 +122,6 @@ def plivo_client() -> PlivoClient:
 def reset() -> None:
     """Forget every memoized client and setting (tests, or the CLI after it changes the environment)."""
     for getter in (settings, s3_client, dynamodb_resource, calls_table, ssm_client, template_store,
-                   job_repository, plivo_auth_token, plivo_client):
+                   job_repository, _resolved_auth_token, plivo_client):
         getter.cache_clear()
+    _token_failure.clear()
