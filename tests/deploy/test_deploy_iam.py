@@ -213,10 +213,10 @@ def test_policy_is_no_more(stack):
 
 
 def test_a_deleted_template_is_missing_not_served_forever(stack, caplog):
-    """The role may list the template prefix, so a deleted key is a 404: the cached copy is dropped and the
+    """The role may list the template bucket, so a deleted key is a 404: the cached copy is dropped and the
     next selection step answers. (Moto answers 404 for a missing key even without s3:ListBucket, unlike
-    S3, so the grant itself is proven by listing the prefix; that the listing is confined to the prefix is
-    checked statically in test_deploy_config, because moto ignores the s3:prefix condition.)"""
+    S3, so the grant itself is proven by listing the bucket; its exact statement is checked statically
+    in test_deploy_config.)"""
     from app import app
 
     caplog.set_level(logging.WARNING, logger="callflow")
