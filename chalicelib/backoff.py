@@ -8,6 +8,9 @@ from collections.abc import Sequence
 
 TRANSIENT_BASE = 30.0
 TRANSIENT_CAP = 900.0
+# The 10th 429/5xx/refused in a row fails the job: by then it has backed off for about an hour (at most
+# 75 min), long enough for a Plivo incident or a throttled destination to have cleared.
+MAX_TRANSIENT_ERRORS = 10
 
 
 def retry_delay(delays: Sequence[int], attempts: int) -> int:

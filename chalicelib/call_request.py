@@ -17,6 +17,8 @@ from chalicelib import sip_headers
 _DIGITS = re.compile(r"[0-9]{1,20}")
 _SIP_URI = re.compile(r"sips?:[^\s<>,\"]+")
 _URL = re.compile(r"https?://[^\s]+")
+_ASCII_NUMBER = re.compile(r"[0-9]{1,12}")
+MAX_NUMBER = 1_000_000  # far beyond any sane attempt count or call length; keeps numbers DynamoDB-safe
 METHODS = ("GET", "POST")
 MACHINE_DETECTION = ("true", "hangup")
 
@@ -41,9 +43,15 @@ def hangup_url(public_base_url: str, call_id: str) -> str:
     return f"{public_base_url.rstrip('/')}/hangup?call_id={quote(str(call_id), safe='')}"
 
 
-def build_call_body(job: Mapping[str, Any], public_base_url: str) -> dict[str, Any]:
-    """Validate the job and build the Call API body. Every problem is reported, not just the first."""
+def validate_job(job: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every field a job may carry, the same way for the launcher and the CLI, and return the
+    optional ones normalised (numbers as int, method upper case). Numbers may come as int or Decimal
+    (DynamoDB) or as digit strings (CLI, CSV). Raises JobInvalid naming every problem, not just the first,
+    so a bad job is failed with a `last_error` the producer can act on."""
+    from chalicelib import windows
+
     problems: list[str] = []
+    clean: dict[str, Any] = {}
     to = job.get("to")
     from_ = job.get("from")
     if not isinstance(to, str) or not (_DIGITS.fullmatch(to) or _SIP_URI.fullmatch(to)):
@@ -53,47 +61,82 @@ def build_call_body(job: Mapping[str, Any], public_base_url: str) -> dict[str, A
     elif to == from_:
         problems.append("to and from must differ")
 
-    answer_url = job.get("answer_url") or f"{public_base_url.rstrip('/')}/answer"
-    if not isinstance(answer_url, str) or not _URL.fullmatch(answer_url):
-        problems.append(f"answer_url {answer_url!r} must be an http(s) URL")
-    answer_method = job.get("answer_method") or "POST"
-    if not isinstance(answer_method, str) or answer_method.upper() not in METHODS:
-        problems.append(f"answer_method {answer_method!r} must be GET or POST")
-    else:
-        answer_method = answer_method.upper()
+    answer_url = job.get("answer_url")
+    if answer_url not in (None, ""):
+        if not isinstance(answer_url, str) or not _URL.fullmatch(answer_url):
+            problems.append(f"answer_url {answer_url!r} must be an http(s) URL")
+        else:
+            clean["answer_url"] = answer_url
+    answer_method = job.get("answer_method")
+    if answer_method not in (None, ""):
+        if not isinstance(answer_method, str) or answer_method.upper() not in METHODS:
+            problems.append(f"answer_method {answer_method!r} must be GET or POST")
+        else:
+            clean["answer_method"] = answer_method.upper()
 
     problems.extend(sip_headers.header_problems(job.get("headers")))
 
-    body: dict[str, Any] = dict(SDK_DEFAULTS)
+    window = job.get("window")
+    if window not in (None, ""):
+        if not isinstance(window, str):
+            problems.append(f"window {_shown(window)} must be text like HH:MM-HH:MM")
+        else:
+            try:
+                windows.parse_window(window)
+                clean["window"] = window
+            except windows.WindowError as exc:
+                problems.append(str(exc))
+    tz = job.get("tz")
+    if tz not in (None, ""):
+        if not isinstance(tz, str):
+            problems.append(f"tz {_shown(tz)} must be text naming an IANA time zone")
+        else:
+            try:
+                windows.zone(tz)
+                clean["tz"] = tz
+            except windows.WindowError as exc:
+                problems.append(str(exc))
+
     caller_name = job.get("caller_name")
     if caller_name not in (None, ""):
         if not isinstance(caller_name, str) or len(caller_name) > 50:
             problems.append("caller_name must be text of at most 50 characters")
         else:
-            body["caller_name"] = caller_name
-    for field, minimum in (("ring_timeout", 1), ("time_limit", 1)):
-        if job.get(field) not in (None, ""):
-            number = _whole_number(job.get(field))
-            if number is None or number < minimum:
-                problems.append(f"{field} {job.get(field)!r} must be a whole number of seconds >= {minimum}")
+            clean["caller_name"] = caller_name
+    for field, unit in (("max_attempts", ""), ("ring_timeout", " of seconds"), ("time_limit", " of seconds")):
+        value = job.get(field)
+        if value not in (None, ""):
+            number = whole_number(value)
+            if number is None or not 1 <= number <= MAX_NUMBER:
+                problems.append(f"{field} {_shown(value)} must be a whole number{unit} "
+                                f"from 1 to {MAX_NUMBER}")
             else:
-                body[field] = number
+                clean[field] = number
     detection = job.get("machine_detection")
     if detection not in (None, "", False):
-        value = "true" if detection is True else str(detection).lower()
+        value = "true" if detection is True else detection.lower() if isinstance(detection, str) else None
         if value not in MACHINE_DETECTION:
-            problems.append(f"machine_detection {detection!r} must be true or hangup")
+            problems.append(f"machine_detection {_shown(detection)} must be true or hangup")
         else:
-            body["machine_detection"] = value
+            clean["machine_detection"] = value
 
     if problems:
         raise JobInvalid("; ".join(problems))
+    return clean
 
+
+def build_call_body(job: Mapping[str, Any], public_base_url: str) -> dict[str, Any]:
+    """Validate the job (validate_job) and build the Call API body."""
+    clean = validate_job(job)
+    body: dict[str, Any] = dict(SDK_DEFAULTS)
+    for field in ("caller_name", "ring_timeout", "time_limit", "machine_detection"):
+        if field in clean:
+            body[field] = clean[field]
     body.update({
-        "from": from_,
-        "to": to,
-        "answer_url": answer_url,
-        "answer_method": answer_method,
+        "from": job["from"],
+        "to": job["to"],
+        "answer_url": clean.get("answer_url") or f"{public_base_url.rstrip('/')}/answer",
+        "answer_method": clean.get("answer_method", "POST"),
         "hangup_url": hangup_url(public_base_url, job["call_id"]),
         "hangup_method": "POST",
     })
@@ -103,13 +146,24 @@ def build_call_body(job: Mapping[str, Any], public_base_url: str) -> dict[str, A
     return body
 
 
-def _whole_number(value: object) -> int | None:
+def whole_number(value: object) -> int | None:
+    """An int, an integral Decimal/float, or a string of ASCII digits → int; anything else → None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, Decimal) and value == value.to_integral_value():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, Decimal):
+        return int(value) if value.is_finite() and value == value.to_integral_value() else None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str) and _ASCII_NUMBER.fullmatch(value.strip()):
         return int(value.strip())
     return None
+
+
+def _shown(value: object) -> str:
+    """How a bad value appears in `last_error`: DynamoDB's Decimals as plain numbers, texts quoted."""
+    if isinstance(value, Decimal):
+        return str(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

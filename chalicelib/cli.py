@@ -21,13 +21,14 @@ from typing import Any
 import click
 
 from chalicelib import resources
+from chalicelib.jobs import STATUSES
 from chalicelib.settings import ConfigError
 
 PLACEHOLDER_BASE = "https://callflow.invalid"
-JOB_FIELDS = ("call_id", "to", "from", "at", "due_at", "tz", "window", "max_attempts", "caller_name",
-              "answer_url", "answer_method", "ring_timeout", "time_limit", "machine_detection")
+OPTIONAL_FIELDS = ("tz", "window", "max_attempts", "caller_name", "answer_url", "answer_method",
+                   "ring_timeout", "time_limit", "machine_detection")
+JOB_FIELDS = ("call_id", "to", "from", "at", "due_at", *OPTIONAL_FIELDS)
 HEADER_COLUMN_PREFIXES = ("X-PH-", "header.")
-STATUSES = ("pending", "dialing", "placed", "completed", "failed", "cancelled", "unknown")
 
 
 class UserError(click.ClickException):
@@ -272,48 +273,26 @@ LATEST_DUE_AT = 253402300800  # 10000-01-01T00:00:00Z: past it no clock can show
 
 
 def build_job(fields: Mapping[str, Any], headers: Mapping[str, str], now: float) -> dict[str, Any]:
-    """A job item from user input, validated exactly as the launcher will validate it; ValueError if bad."""
-    from chalicelib.call_request import JobInvalid, build_call_body
-    from chalicelib.windows import WindowError, parse_window, zone
+    """A job item from user input, validated by the launcher's own check (validate_job); ValueError if bad."""
+    from chalicelib.call_request import JobInvalid, validate_job
 
     job: dict[str, Any] = {"call_id": fields.get("call_id") or str(uuid.uuid4()), "status": "pending",
                            "to": fields.get("to") or "", "from": fields.get("from") or "",
                            "headers": dict(headers)}
-    tz = fields.get("tz") or None
+    optional = {name: fields.get(name) for name in OPTIONAL_FIELDS if fields.get(name) not in (None, "")}
+    try:
+        job.update(validate_job({**job, **optional}))
+    except JobInvalid as exc:
+        raise ValueError(str(exc)) from None
     when = fields.get("at") or fields.get("due_at")
     if when:
         text = str(when).strip()
-        job["due_at"] = float(text) if text.replace(".", "", 1).isdigit() else _parse_time(text, tz)
+        numeric = text.replace(".", "", 1).isdigit()
+        job["due_at"] = float(text) if numeric else _parse_time(text, job.get("tz"))
         if not 0 <= job["due_at"] < LATEST_DUE_AT:
             raise ValueError(f"time {text!r} is out of range (before 1970 or after 9999)")
     else:
         job["due_at"] = now
-    try:
-        if tz:
-            zone(tz)
-            job["tz"] = tz
-        if fields.get("window"):
-            parse_window(fields["window"])
-            job["window"] = fields["window"]
-    except WindowError as exc:
-        raise ValueError(str(exc)) from None
-    for name in ("max_attempts", "ring_timeout", "time_limit"):
-        value = fields.get(name)
-        if value not in (None, ""):
-            try:
-                number = int(str(value))
-            except ValueError:
-                raise ValueError(f"{name} {value!r} must be a whole number") from None
-            if number < 1:
-                raise ValueError(f"{name} {value!r} must be at least 1")
-            job[name] = number
-    for name in ("caller_name", "answer_url", "answer_method", "machine_detection"):
-        if fields.get(name) not in (None, ""):
-            job[name] = fields[name]
-    try:
-        build_call_body(job, PLACEHOLDER_BASE)
-    except JobInvalid as exc:
-        raise ValueError(str(exc)) from None
     return job
 
 

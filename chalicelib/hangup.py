@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib import backoff, logs, windows
+from chalicelib.call_request import whole_number
 from chalicelib.settings import Settings
+
+if TYPE_CHECKING:
+    from chalicelib.jobs import JobRepository
 
 log = logs.get_logger(__name__)
 
@@ -19,7 +23,8 @@ OPEN_STATUSES = ("dialing", "placed", "unknown")
 MAX_TRIES = 5
 
 
-def record_hangup(repo, settings: Settings, call_id: str, params: Mapping[str, str], now: float) -> None:
+def record_hangup(repo: JobRepository, settings: Settings, call_id: str, params: Mapping[str, str],
+                  now: float) -> None:
     """Apply Plivo's hangup parameters to job `call_id`. Never raises for an unknown or settled job."""
     call_status = (params.get("CallStatus") or "").strip().lower()
     call_uuid = params.get("CallUUID") or ""
@@ -63,7 +68,7 @@ def transition(job: Mapping[str, Any], settings: Settings, params: Mapping[str, 
     """The job's new fields for this hangup (pure): retry later, completed, or failed."""
     call_status = (params.get("CallStatus") or "").strip().lower()
     attempts = int(job.get("attempts") or 0)
-    max_attempts = int(job.get("max_attempts") or settings.max_attempts)
+    max_attempts = _max_attempts(job, settings)
     changes: dict[str, Any] = {
         "outcome": call_status or "missing",
         "hangup_cause": params.get("HangupCause") or "",
@@ -93,6 +98,20 @@ def transition(job: Mapping[str, Any], settings: Settings, params: Mapping[str, 
             cause = params.get("HangupCause") or "no hangup cause"
             changes["last_error"] = f"call ended {call_status or 'without CallStatus'}: {cause}"
     return changes, remove
+
+
+def _max_attempts(job: Mapping[str, Any], settings: Settings) -> int:
+    """The job's own max_attempts, or the setting when it has none or one stored before jobs were
+    validated: a bad stored value must not turn every hangup callback into an error."""
+    value = job.get("max_attempts")
+    if value in (None, ""):
+        return settings.max_attempts
+    number = whole_number(value)
+    if number is None or number < 1:
+        logs.log(log, logging.WARNING, "job max_attempts is malformed; using MAX_ATTEMPTS",
+                 call_id=job.get("call_id"), max_attempts=repr(value), fallback=settings.max_attempts)
+        return settings.max_attempts
+    return number
 
 
 def _int(value: Any) -> int:

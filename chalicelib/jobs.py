@@ -7,9 +7,12 @@ callbacks cannot dial a job twice or undo each other's work.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from boto3.resources.base import ServiceResource
 
 STATUS_INDEX = "status-due_at-index"
 MAX_KEY_BYTES = 2048  # DynamoDB's limit for a partition key value
@@ -68,7 +71,7 @@ def storable_id(call_id: Any) -> bool:
 class JobRepository:
     """Call jobs stored in the table `table` (a boto3 DynamoDB Table resource)."""
 
-    def __init__(self, table, clock=time.time) -> None:
+    def __init__(self, table: ServiceResource, clock: Callable[[], float] = time.time) -> None:
         self.table = table
         self.clock = clock
 

@@ -16,11 +16,15 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib import backoff, logs, plivo_api, windows
-from chalicelib.call_request import JobInvalid, build_call_body
+from chalicelib.call_request import JobInvalid, build_call_body, whole_number
 from chalicelib.settings import Settings
+
+if TYPE_CHECKING:
+    from chalicelib.jobs import JobRepository
+    from chalicelib.plivo_api import PlivoClient
 
 log = logs.get_logger(__name__)
 
@@ -109,7 +113,8 @@ def worker_count(cps: float) -> int:
 class Launcher:
     """One launcher pass over the jobs in `repo`, dialling through `plivo` (a PlivoClient)."""
 
-    def __init__(self, repo, plivo, settings: Settings, *, clock: Callable[[], float] = time.time,
+    def __init__(self, repo: JobRepository, plivo: PlivoClient, settings: Settings, *,
+                 clock: Callable[[], float] = time.time,
                  remaining_ms: Callable[[], int] | None = None, workers: int | None = None,
                  run_budget: float | None = None, stale_after: float = STALE_DIALING_SECONDS,
                  page_size: int = 100, limiter: RateLimiter | None = None) -> None:
@@ -136,6 +141,9 @@ class Launcher:
     # --- the pass --------------------------------------------------------------------------------
 
     def run(self) -> dict[str, int]:
+        """One pass; the SPEC summary. While it runs it changes process-wide state, restored on return:
+        it collects and freezes the garbage collector (`gc.freeze`) and shortens the interpreter's
+        thread switch interval to 1 ms (`sys.setswitchinterval`). Other threads in the process feel both."""
         # A full collection over boto3's models can pause every thread for 100+ ms, long enough to bunch
         # requests together at Plivo; collect once now and keep today's objects out of later collections.
         # Likewise a thread that is ready to send should not wait the default 5 ms for the GIL.
@@ -238,8 +246,8 @@ class Launcher:
         window = job.get("window") or self.settings.call_window
         tz = job.get("tz") or self.settings.default_tz
         try:
+            body = build_call_body(job, self.public_base_url)  # checks the job's own window and tz too
             opening = windows.next_opening(window, tz, now)
-            body = build_call_body(job, self.public_base_url)
         except (windows.WindowError, JobInvalid) as exc:
             self._finish(call_id, "failed", "failed", last_error=f"invalid job: {exc}")
             logs.log(log, logging.WARNING, "invalid job not dialled", call_id=call_id, cause=str(exc))
@@ -268,7 +276,13 @@ class Launcher:
             logs.log(log, logging.INFO, "call placed", request_uuid=result.request_uuid,
                      api_id=result.api_id, **fields)
         elif result.outcome == plivo_api.RETRY:
-            errors = int(job.get("transient_errors") or 0) + 1
+            errors = (whole_number(job.get("transient_errors")) or 0) + 1
+            if errors >= backoff.MAX_TRANSIENT_ERRORS:  # Plivo keeps refusing this one: stop cycling
+                message = f"gave up after {errors} transient errors in a row: {result.error}"
+                self._finish(call_id, "failed", "failed", last_error=message, transient_error=True)
+                logs.log(log, logging.ERROR, "call not placed, giving up", cause=result.error,
+                         transient_errors=errors, **fields)
+                return
             due = now + backoff.transient_delay(errors)
             self._finish(call_id, "deferred", "pending", due_at=due, last_error=result.error,
                          transient_error=True)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from requests import PreparedRequest
 
 PLACED = "placed"
 RETRY = "retry"
@@ -79,13 +82,14 @@ class PlivoClient:
     def close(self) -> None:
         self._session.close()
 
-    def prepare_call(self, body: dict[str, Any]):
+    def prepare_call(self, body: dict[str, Any]) -> PreparedRequest:
         """The ready-to-send request, built ahead so that sending right after a rate slot is quick."""
         import requests
 
         return self._session.prepare_request(requests.Request("POST", self.call_url, json=body))
 
-    def create_call(self, body: dict[str, Any] | None = None, prepared=None) -> CallResult:
+    def create_call(self, body: dict[str, Any] | None = None,
+                    prepared: PreparedRequest | None = None) -> CallResult:
         """POST one call (a body, or a request from prepare_call) and classify the outcome; never raises
         for network or HTTP errors."""
         import requests

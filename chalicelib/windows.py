@@ -1,12 +1,15 @@
 """Calling windows: the local hours in which a callee may be called, DST-correct.
 
 A window is `HH:MM-HH:MM` in the callee's IANA zone. It may cross midnight (`20:00-02:00`); equal ends
-mean "all day". Wall-clock times are what people mean, so the check uses local time, and an opening
-that falls in a spring-forward gap opens at the first real instant after the gap.
+mean "all day". Wall-clock times are what people mean, so the check uses local time. An opening that
+falls in a spring-forward gap (02:30 on a day whose clocks jump from 02:00 to 03:00) opens at the end of
+the gap (03:00), the first real instant inside the window; a window lying wholly inside the gap does not
+happen that day. An ambiguous opening (fall-back) is its first occurrence.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -38,10 +41,16 @@ class Window:
         return local >= self.start or local < self.end
 
 
-@lru_cache(maxsize=256)
 def parse_window(text: str) -> Window:
     """`HH:MM-HH:MM` (24 h clock, `24:00` allowed as an end) → Window; WindowError otherwise."""
-    match = _WINDOW_RE.fullmatch(text or "")
+    if not isinstance(text, str):
+        raise WindowError(f"calling window {text!r} is not text like HH:MM-HH:MM")
+    return _parse_window(text)
+
+
+@lru_cache(maxsize=256)
+def _parse_window(text: str) -> Window:
+    match = _WINDOW_RE.fullmatch(text)
     if not match:
         raise WindowError(f"calling window {text!r} is not HH:MM-HH:MM")
     h1, m1, h2, m2 = (int(g) for g in match.groups())
@@ -53,9 +62,15 @@ def parse_window(text: str) -> Window:
     return Window(start, end)
 
 
-@lru_cache(maxsize=256)
 def zone(name: str) -> ZoneInfo:
-    """IANA zone by name (tzdata ships with the Lambda package); WindowError if unknown."""
+    """IANA zone by name (tzdata ships with the Lambda package); WindowError if unknown or not text."""
+    if not isinstance(name, str):
+        raise WindowError(f"time zone {name!r} is not text naming an IANA zone")
+    return _zone(name)
+
+
+@lru_cache(maxsize=256)
+def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
@@ -77,11 +92,30 @@ def next_opening(window: str, tz: str, instant: float) -> float:
         return instant
     day = local.date()
     for offset in range(0, 4):
-        # fold=0: an ambiguous opening means its first occurrence; a nonexistent one (DST gap) maps to the
-        # instant just after the gap, which is when the wall clock first shows a time past the opening.
-        opening = datetime.combine(day + timedelta(days=offset), win.start, tzinfo=tzinfo).timestamp()
+        opening = _first_instant_at(datetime.combine(day + timedelta(days=offset), win.start), tzinfo)
         # A window lying wholly inside a DST gap does not happen that day.
         if opening > instant and win.contains(datetime.fromtimestamp(opening, tzinfo).time()):
             return opening
     raise WindowError(f"calling window {window!r} never opens")  # unreachable for a parsed window
 
+
+def _first_instant_at(wall: datetime, tzinfo: ZoneInfo) -> float:
+    """The first instant at which the local clock shows `wall` or later: `wall` itself (its first
+    occurrence if the clocks fall back), or the end of the gap if the clocks jump over it."""
+    first = wall.replace(tzinfo=tzinfo, fold=0).timestamp()
+    if _local(first, tzinfo) == wall:
+        return first
+    # In a gap fold=0 and fold=1 land on either side of the jump; bisect for the jump itself.
+    other = wall.replace(tzinfo=tzinfo, fold=1).timestamp()
+    low, high = math.floor(min(first, other)), math.ceil(max(first, other))
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _local(middle, tzinfo) >= wall:
+            high = middle
+        else:
+            low = middle
+    return float(high)
+
+
+def _local(instant: float, tzinfo: ZoneInfo) -> datetime:
+    return datetime.fromtimestamp(instant, tzinfo).replace(tzinfo=None)

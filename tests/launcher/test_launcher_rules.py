@@ -107,11 +107,13 @@ def test_window_crossing_midnight():
         datetime(2026, 6, 2, 20, 0)
 
 
-def test_opening_inside_the_spring_forward_gap_opens_right_after_the_gap():
-    # 02:30 does not exist in New York on 2026-03-08; the first wall-clock time after it is 03:00 EDT.
+def test_opening_inside_the_spring_forward_gap_opens_at_the_end_of_the_gap():
+    # 02:00-03:00 does not exist in New York on 2026-03-08; the first real instant inside 02:30-05:00 is
+    # 03:00 EDT (not 03:30, which is what 02:30 read with the pre-jump offset gives).
     moved = windows.next_opening("02:30-05:00", "America/New_York", ny(2026, 3, 8, 1, 0))
-    assert local(moved).replace(tzinfo=None) == datetime(2026, 3, 8, 3, 30)
+    assert local(moved).replace(tzinfo=None) == datetime(2026, 3, 8, 3, 0)
     assert windows.in_window("02:30-05:00", "America/New_York", moved)
+    assert not windows.in_window("02:30-05:00", "America/New_York", moved - 1)
 
 
 def test_ambiguous_opening_uses_the_first_occurrence():
