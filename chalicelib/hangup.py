@@ -65,7 +65,8 @@ def _ignore_reason(job: Mapping[str, Any], params: Mapping[str, str]) -> str | N
 
 def transition(job: Mapping[str, Any], settings: Settings, params: Mapping[str, str],
                now: float) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """The job's new fields for this hangup (pure): retry later, completed, or failed."""
+    """The job's new fields for this hangup: retry later, completed, or failed. Pure, except for a
+    WARNING when the stored max_attempts is malformed."""
     call_status = (params.get("CallStatus") or "").strip().lower()
     attempts = int(job.get("attempts") or 0)
     max_attempts = _max_attempts(job, settings)
