@@ -97,6 +97,19 @@ def statuses() -> dict[str, dict]:
     return {job["call_id"]: job for job in resources.job_repository().list()}
 
 
+def settled_statuses(quiet: float = 0.3, limit: float = 10.0) -> dict[str, dict]:
+    """The jobs once moto has applied every request the killed pass had already sent (its other workers'
+    claims can land just after the kill): two identical snapshots `quiet` seconds apart."""
+    deadline = time.monotonic() + limit
+    before = statuses()
+    while True:
+        time.sleep(quiet)
+        after = statuses()
+        if after == before or time.monotonic() > deadline:
+            return after
+        before = after
+
+
 def later_pass(seconds: float) -> dict:
     """A scheduled run `seconds` from now (the launcher's clock injection)."""
     return launcher.Launcher(resources.job_repository(), resources.plivo_client(), resources.settings(),
@@ -115,7 +128,7 @@ def settle(call_id: str, request_uuid: str) -> dict:
 def test_killed_between_claim_and_dial(stack, sim):
     moto_url, ids = stack
     run_and_kill("after-claim", moto_url, sim.url)
-    jobs = statuses()
+    jobs = settled_statuses()
     assert sorted(jobs) == ids, "a job was lost"
     crashed = {call_id for call_id, job in jobs.items() if job["status"] == "dialing"}
     assert crashed, jobs
@@ -153,7 +166,7 @@ def test_killed_between_dial_and_record(stack, sim):
     moto_url, ids = stack
     killed = run_and_kill("after-dial", moto_url, sim.url)
     assert sim.wait_for(lambda s: len(s.calls) >= 1, timeout=5)
-    jobs = statuses()
+    jobs = settled_statuses()
     assert sorted(jobs) == ids
     crashed = {call_id for call_id, job in jobs.items() if job["status"] == "dialing"}
     assert set(killed) <= crashed
