@@ -104,7 +104,7 @@ def test_make_run_shows_the_demo_call_and_stops_cleanly(clone):
     finally:
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         try:
-            rest = process.communicate(timeout=20)[0].decode(errors="replace")
+            rest = process.communicate(timeout=40)[0].decode(errors="replace")
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             raise
@@ -119,7 +119,7 @@ def test_make_run_shows_the_demo_call_and_stops_cleanly(clone):
         assert f"{DEMO_MARKER} completed" in output, output
     finally:
         os.killpg(second.pid, signal.SIGINT)
-        second.communicate(timeout=20)
+        second.communicate(timeout=40)
     assert no_processes_left(clone)
 
 
