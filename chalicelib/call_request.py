@@ -76,26 +76,19 @@ def validate_job(job: Mapping[str, Any]) -> dict[str, Any]:
 
     problems.extend(sip_headers.header_problems(job.get("headers")))
 
-    window = job.get("window")
-    if window not in (None, ""):
-        if not isinstance(window, str):
-            problems.append(f"window {_shown(window)} must be text like HH:MM-HH:MM")
-        else:
-            try:
-                windows.parse_window(window)
-                clean["window"] = window
-            except windows.WindowError as exc:
-                problems.append(str(exc))
-    tz = job.get("tz")
-    if tz not in (None, ""):
-        if not isinstance(tz, str):
-            problems.append(f"tz {_shown(tz)} must be text naming an IANA time zone")
-        else:
-            try:
-                windows.zone(tz)
-                clean["tz"] = tz
-            except windows.WindowError as exc:
-                problems.append(str(exc))
+    for field, parse, shape in (("window", windows.parse_window, "text like HH:MM-HH:MM"),
+                                ("tz", windows.zone, "text naming an IANA time zone")):
+        value = job.get(field)
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str):
+            problems.append(f"{field} {_shown(value)} must be {shape}")
+            continue
+        try:
+            parse(value)
+            clean[field] = value
+        except windows.WindowError as exc:
+            problems.append(str(exc))
 
     caller_name = job.get("caller_name")
     if caller_name not in (None, ""):
