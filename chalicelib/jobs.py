@@ -59,6 +59,16 @@ def _dynamo(value: Any) -> Any:
     return value
 
 
+def _pages(operation: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every item of a paginated Scan or Query, one page in memory at a time."""
+    while True:
+        page = operation(**kwargs)
+        yield from (plain(i) for i in page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs = {**kwargs, "ExclusiveStartKey": page["LastEvaluatedKey"]}
+
+
 def _num(value: float) -> Decimal:
     return Decimal(str(round(value, 3)))
 
@@ -106,13 +116,8 @@ class JobRepository:
     def list(self, status: str | None = None) -> Iterator[dict[str, Any]]:
         """Every job (a Scan, for the CLI), or those with `status` oldest-due first (a GSI Query)."""
         if status is None:
-            kwargs: dict[str, Any] = {}
-            while True:
-                page = self.table.scan(**kwargs)
-                yield from (plain(i) for i in page.get("Items", []))
-                if "LastEvaluatedKey" not in page:
-                    return
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            yield from _pages(self.table.scan, {})
+            return
         yield from self.query_status(status)
 
     def cancel(self, call_id: str) -> dict[str, Any]:
@@ -150,12 +155,7 @@ class JobRepository:
             condition = condition & Key("due_at").lte(_num(due_before))
         kwargs: dict[str, Any] = {"IndexName": STATUS_INDEX, "KeyConditionExpression": condition,
                                   "ScanIndexForward": True, "Limit": page_size}
-        while True:
-            page = self.table.query(**kwargs)
-            yield from (plain(i) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        yield from _pages(self.table.query, kwargs)
 
     def claim(self, call_id: str, now: float) -> dict[str, Any] | None:
         """pending (and due) → dialing, counting the attempt; the fresh item, or None if another run won."""
