@@ -19,7 +19,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from chalicelib import plivo_xml
 
 TEMPLATE_NAME_RE = re.compile(r"\A[A-Za-z0-9]{1,64}\Z")
-HEADER_NAME_RE = re.compile(r"\A[A-Za-z0-9]{1,64}\Z")
+HEADER_NAME_RE = TEMPLATE_NAME_RE  # the SPEC gives names and header values one character set
 MAX_SOURCE_BYTES = plivo_xml.MAX_BYTES
 CONTEXT_NAMES = frozenset({"headers", "call", "sip"})
 HEADER_PREFIX = "x-ph-"
