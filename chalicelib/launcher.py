@@ -135,7 +135,7 @@ class Launcher:
         self.stop_reason: str | None = None
         # Time a claimed job may still need: a rate-limit wait, one full request, the result write.
         wait = self.workers / settings.plivo_cps
-        request = getattr(plivo, "max_request_seconds", 13.05)
+        request = plivo.max_request_seconds
         self.reserve_ms = (wait + request + SAFETY_SECONDS) * 1000.0
 
     # --- the pass --------------------------------------------------------------------------------
@@ -160,8 +160,7 @@ class Launcher:
     def _run(self) -> dict[str, int]:
         started = self.clock()
         self._expire_stale(started)
-        if hasattr(self.plivo, "ensure_pool"):
-            self.plivo.ensure_pool(self.workers)
+        self.plivo.ensure_pool(self.workers)
         slots = threading.Semaphore(self.workers)
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="dial") as pool:
