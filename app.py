@@ -2,7 +2,7 @@
 
 from chalice import Chalice, Rate
 
-from chalicelib import callbacks, launcher
+from chalicelib import handlers
 
 # chalicelib.logs writes one JSON object per line; Chalice's own plain-text handler would double every line.
 app = Chalice(app_name="callflow", configure_logs=False)
@@ -13,14 +13,14 @@ ANY_CONTENT = ["*/*"]
 
 @app.route("/answer", methods=["GET", "POST"], content_types=ANY_CONTENT)
 def answer():
-    return callbacks.answer(app.current_request)
+    return handlers.answer(app.current_request)
 
 
 @app.route("/hangup", methods=["GET", "POST"], content_types=ANY_CONTENT)
 def hangup():
-    return callbacks.hangup(app.current_request)
+    return handlers.hangup(app.current_request)
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def launch_calls(event):
-    return launcher.launch(remaining_ms=event.context.get_remaining_time_in_millis)
+    return handlers.launch(remaining_ms=event.context.get_remaining_time_in_millis)

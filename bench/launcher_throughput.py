@@ -1,6 +1,6 @@
 """Launcher throughput against the Plivo simulator (300 ms per Call API request) at CPS 10 and 50.
 
-One launcher pass (`chalicelib.launcher.launch`, the code the Lambda runs) over 500 due jobs in moto
+One launcher pass (`chalicelib.handlers.launch`, the code the Lambda runs) over 500 due jobs in moto
 server's calls table. Call starts are the simulator's arrival times of accepted Call API requests.
 
 - achieved CPS = placed / (last start - first start + 1/CPS): n starts spaced exactly 1/CPS apart give
@@ -122,7 +122,7 @@ def _launcher_worker(config: dict) -> dict:
     seed_jobs(table_name, jobs, config["prefix"])
     settings = {"PLIVO_API_URL": config["sim_url"], "CALLS_TABLE": table_name, "PLIVO_CPS": str(cps)}
     with harness.patched_env(settings):
-        from chalicelib import launcher, resources
+        from chalicelib import handlers, resources
 
         resources.reset()
         client = resources.dynamodb_resource().meta.client
@@ -134,7 +134,7 @@ def _launcher_worker(config: dict) -> dict:
         deadline = time.monotonic() + 900
         started = time.monotonic()
         cpu = time.process_time()
-        summary = launcher.launch(remaining_ms=lambda: int((deadline - time.monotonic()) * 1000))
+        summary = handlers.launch(remaining_ms=lambda: int((deadline - time.monotonic()) * 1000))
         elapsed = time.monotonic() - started
         cpu = time.process_time() - cpu
     statuses: dict[str, int] = {}

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from chalicelib import logs
 from chalicelib.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
-    from chalicelib.jobs import JobRepository
-    from chalicelib.plivo_api import PlivoClient
-    from chalicelib.template_store import TemplateStore
+    from chalicelib.answer.store import TemplateStore
+    from chalicelib.calls.jobs import JobRepository
+    from chalicelib.calls.plivo_api import PlivoClient
 
 
 @functools.cache
@@ -68,7 +69,7 @@ def ssm_client():
 
 @functools.cache
 def template_store() -> TemplateStore:
-    from chalicelib.template_store import TemplateStore
+    from chalicelib.answer.store import TemplateStore
 
     s = settings()
     return TemplateStore(
@@ -78,7 +79,7 @@ def template_store() -> TemplateStore:
 
 @functools.cache
 def job_repository() -> JobRepository:
-    from chalicelib.jobs import JobRepository
+    from chalicelib.calls.jobs import JobRepository
 
     return JobRepository(calls_table())
 
@@ -89,7 +90,6 @@ _token_failure: dict[str, object] = {}  # "message", "until": a recent failure t
 
 @functools.cache
 def _resolved_auth_token() -> str:
-    from chalicelib.secrets import resolve_auth_token
 
     return resolve_auth_token(settings(), ssm_client)
 
@@ -113,7 +113,7 @@ def plivo_auth_token() -> str:
 
 @functools.cache
 def plivo_client() -> PlivoClient:
-    from chalicelib.plivo_api import PlivoClient
+    from chalicelib.calls.plivo_api import PlivoClient
 
     s = settings()
     return PlivoClient(s.require("plivo_auth_id"), plivo_auth_token(), s.plivo_api_url)
@@ -125,3 +125,27 @@ def reset() -> None:
                    job_repository, _resolved_auth_token, plivo_client):
         getter.cache_clear()
     _token_failure.clear()
+
+
+def resolve_auth_token(settings: Settings, ssm_client_factory: Callable[[], Any]) -> str:
+    """PLIVO_AUTH_TOKEN if set, else the decrypted value of the SSM parameter PLIVO_AUTH_TOKEN_PARAM."""
+    if settings.plivo_auth_token:
+        return settings.plivo_auth_token
+    name = settings.plivo_auth_token_param
+    if not name:
+        raise ConfigError("PLIVO_AUTH_TOKEN or PLIVO_AUTH_TOKEN_PARAM must be set")
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        reply = ssm_client_factory().get_parameter(Name=name, WithDecryption=True)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise ConfigError(f"cannot read SSM parameter {name!r} (PLIVO_AUTH_TOKEN_PARAM): {code}") from None
+    except BotoCoreError as exc:
+        raise ConfigError(
+            f"cannot read SSM parameter {name!r} (PLIVO_AUTH_TOKEN_PARAM): {type(exc).__name__}"
+        ) from None
+    value = (reply.get("Parameter") or {}).get("Value") or ""
+    if not value.strip():
+        raise ConfigError(f"SSM parameter {name!r} (PLIVO_AUTH_TOKEN_PARAM) is empty")
+    return value.strip()

@@ -279,9 +279,9 @@ class Stack:
                                self.root / "infra" / "resources.json")
 
     def callflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        """Run the CLI as a user would (`python -m chalicelib.cli ...`) against this stack."""
+        """Run the CLI as a user would (`python -m callflow_cli ...`) against this stack."""
         # Own session: Ctrl-C is for the supervisor, which lets a running command finish, then stops.
-        return subprocess.run([sys.executable, "-m", "chalicelib.cli", *args], cwd=self.root, env=self.env(),
+        return subprocess.run([sys.executable, "-m", "callflow_cli", *args], cwd=self.root, env=self.env(),
                               capture_output=True, text=True, timeout=timeout, check=False,
                               start_new_session=True)
 
@@ -309,7 +309,7 @@ class Scheduler(threading.Thread):
 
     def run_once(self) -> None:
         """One `callflow launch` in a child process (a fresh interpreter, like a Lambda invocation)."""
-        process = subprocess.Popen([sys.executable, "-m", "chalicelib.cli", "launch"], cwd=self.stack.root,
+        process = subprocess.Popen([sys.executable, "-m", "callflow_cli", "launch"], cwd=self.stack.root,
                                    env=self.stack.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True, start_new_session=True)
         watcher = threading.Thread(target=self._stop_on_shutdown, args=(process,), daemon=True)
@@ -408,7 +408,7 @@ def wait_for_demo(stack: Stack, call_id: str, stop: threading.Event,
     """Wait until the demo job has its hangup recorded (final, or back to pending for a retry)."""
     from boto3.dynamodb.types import TypeDeserializer
 
-    from chalicelib.jobs import plain
+    from chalicelib.calls.jobs import plain
 
     client = stack.boto_client("dynamodb")
     deserialize = TypeDeserializer().deserialize

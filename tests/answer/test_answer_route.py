@@ -12,7 +12,8 @@ import pytest
 from defusedxml.ElementTree import fromstring
 
 from bench.harness import proxy_event
-from chalicelib import plivo_xml, resources
+from chalicelib import resources
+from chalicelib.answer import plivo_xml
 from tests.answer.answerlib import BASE, PLIVO_QUERY, TOKEN, S3Traffic, form, put, signed_headers
 
 URL = BASE + "/answer"

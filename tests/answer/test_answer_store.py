@@ -9,8 +9,9 @@ import logging
 import boto3
 import pytest
 
-from chalicelib import templates
-from chalicelib.template_store import StoreUnavailable, TemplateBroken, TemplateMissing, TemplateStore
+from chalicelib.answer import render
+from chalicelib.answer import routes as routing
+from chalicelib.answer.store import StoreUnavailable, TemplateBroken, TemplateMissing, TemplateStore
 from tests.answer.answerlib import BUCKET, PREFIX, S3Traffic, put
 
 
@@ -38,8 +39,8 @@ def store(s3, clock):
 
 
 def speak(store, name, **headers):
-    context = templates.answer_context({f"X-PH-{k}": v for k, v in headers.items()})
-    return templates.render(store.template(name), context)
+    context = render.answer_context({f"X-PH-{k}": v for k, v in headers.items()})
+    return render.render(store.template(name), context)
 
 
 def test_warm_requests_within_ttl_make_no_s3_request(store, traffic, clock):
@@ -103,7 +104,7 @@ def test_unknown_names_are_remembered_briefly(s3, clock, traffic):
     assert len(traffic.calls) == 1
     put(s3, "Nope.xml", "<Response><Speak>now here</Speak></Response>")
     clock.now += 6
-    assert "now here" in templates.render(store.template("Nope"), {})
+    assert "now here" in render.render(store.template("Nope"), {})
     assert store.cache_sizes() == {"templates": 1, "unknown": 0}
 
 
@@ -190,14 +191,14 @@ def test_routes_cached_revalidated_and_errors(store, s3, clock, traffic):
     assert store.routes() is routes and len(traffic.calls) == 1  # 304
     put(s3, "routes.json", json.dumps({"default": "Promo", "rules": "nope"}))
     clock.now += 61
-    with pytest.raises(templates.RoutesError, match="rules"):
+    with pytest.raises(routing.RoutesError, match="rules"):
         store.routes()
     s3.delete_object(Bucket=BUCKET, Key=PREFIX + "routes.json")
     clock.now += 61
-    assert store.routes() == templates.EMPTY_ROUTES
+    assert store.routes() == routing.EMPTY_ROUTES
     traffic.reset()
     clock.now += 30
-    assert store.routes() == templates.EMPTY_ROUTES and traffic.calls == []  # absence is cached too
+    assert store.routes() == routing.EMPTY_ROUTES and traffic.calls == []  # absence is cached too
 
 
 def test_access_denied_is_an_outage_stale_when_warm_logged_once_per_backoff(store, traffic, clock, caplog):

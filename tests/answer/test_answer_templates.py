@@ -12,11 +12,13 @@ from defusedxml.ElementTree import fromstring
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib import plivo_xml, templates
-from chalicelib.answer import render_answer
-from chalicelib.callbacks import parse_form
+from callflow_cli.templates import validate_template
+from chalicelib.answer import plivo_xml, render
+from chalicelib.answer import routes as routing
+from chalicelib.answer.pipeline import render_answer
+from chalicelib.answer.store import StoreUnavailable, TemplateBroken, TemplateMissing
+from chalicelib.handlers import parse_form
 from chalicelib.settings import Settings
-from chalicelib.template_store import StoreUnavailable, TemplateBroken, TemplateMissing
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "templates"
 
@@ -76,14 +78,14 @@ def test_size_limit_counts_bytes_not_characters():
 # ---------------------------------------------------------------- routes.json
 
 def test_spec_example_routes():
-    routes = templates.parse_routes(json.dumps({
+    routes = routing.parse_routes(json.dumps({
         "default": "Welcome",
         "rules": [{"when": {"Campaign": "Spring"}, "template": "Promo"},
                   {"when": {"Lang": "es", "Tier": "Gold"}, "template": "GoldEs"}]}))
-    headers = templates.answer_context({"X-PH-lang": "es", "X-PH-TIER": "Gold"})["headers"]
+    headers = render.answer_context({"X-PH-lang": "es", "X-PH-TIER": "Gold"})["headers"]
     assert routes.choose(headers) == "GoldEs"
-    assert routes.choose(templates.answer_context({"X-PH-Lang": "es"})["headers"]) == "Welcome"
-    assert templates.EMPTY_ROUTES.choose({}) is None
+    assert routes.choose(render.answer_context({"X-PH-Lang": "es"})["headers"]) == "Welcome"
+    assert routing.EMPTY_ROUTES.choose({}) is None
 
 
 @pytest.mark.parametrize("text,fragment", [
@@ -99,17 +101,17 @@ def test_spec_example_routes():
     ('{"default": "A", "extra": 1}', "unknown key"),
 ])
 def test_bad_routes(text, fragment):
-    with pytest.raises(templates.RoutesError, match=fragment):
-        templates.parse_routes(text)
+    with pytest.raises(routing.RoutesError, match=fragment):
+        routing.parse_routes(text)
 
 
 def test_sample_routes_and_templates_are_valid():
-    routes = templates.parse_routes((SAMPLES / "routes.json").read_text())
+    routes = routing.parse_routes((SAMPLES / "routes.json").read_text())
     names = {p.stem for p in SAMPLES.glob("*.xml")}
     assert len(names) >= 4
     assert {routes.default, *(rule.template for rule in routes.rules)} <= names
     for path in SAMPLES.glob("*.xml"):
-        assert templates.validate_template(path.stem, path.read_text()) == [], path.name
+        assert validate_template(path.stem, path.read_text()) == [], path.name
 
 
 # ---------------------------------------------------------------- context and rendering
@@ -117,7 +119,7 @@ def test_sample_routes_and_templates_are_valid():
 def test_context_splits_headers_call_and_sip():
     params = {"X-PH-CustomerId": "42", "x-ph-lang": "es", "SIP-H-To": "<sip:a@b>", "From": "1",
               "CallUUID": "u"}
-    context = templates.answer_context(params)
+    context = render.answer_context(params)
     assert context["headers"]["customerid"] == "42" and context["headers"]["CustomerId"] == "42"
     assert dict(context["headers"]) == {"CustomerId": "42", "lang": "es"}
     assert context["sip"]["to"] == "<sip:a@b>"
@@ -127,22 +129,22 @@ def test_context_splits_headers_call_and_sip():
 def test_missing_variables_render_empty():
     source = ("<Response><Speak>[{{ headers.Nope }}|{{ call.Nope.deeper }}|{{ sip.X }}|{{ nothing }}]"
               "</Speak></Response>")
-    out = templates.render(templates.compile_template(source), templates.answer_context({}))
+    out = render.render(render.compile_template(source), render.answer_context({}))
     assert out == "<Response><Speak>[|||]</Speak></Response>"
 
 
 def test_sandbox_blocks_mutation_and_internals():
-    context = templates.answer_context({"From": "1"})
+    context = render.answer_context({"From": "1"})
     for source in ("{{ call.update({'From': '2'}) }}", "{{ ''.__class__.__mro__[1].__subclasses__() }}"):
-        with pytest.raises(templates.TemplateError, match="SecurityError"):
-            templates.render(templates.compile_template(source), context)
+        with pytest.raises(render.TemplateError, match="SecurityError"):
+            render.render(render.compile_template(source), context)
 
 
 def test_render_stops_early_when_output_is_too_big():
-    template = templates.compile_template("{% for i in range(99999) %}{% for j in range(99999) %}xxxxxxxx"
+    template = render.compile_template("{% for i in range(99999) %}{% for j in range(99999) %}xxxxxxxx"
                                           "{% endfor %}{% endfor %}")
-    with pytest.raises(templates.TemplateError, match="over"):
-        templates.render(template, {})
+    with pytest.raises(render.TemplateError, match="over"):
+        render.render(template, {})
 
 
 @pytest.mark.parametrize("value", ["</Speak><Dial><Number>1900</Number></Dial><Speak>", "&", "'", '"',
@@ -150,7 +152,7 @@ def test_render_stops_early_when_output_is_too_big():
 def test_values_are_escaped_in_text_and_attributes(value):
     source = ('<Response><Speak voice="{{ call.CallerName }}">{{ call.From }}</Speak>'
               "<Play loop='{{ headers.Loop }}'>https://x/{{ sip.A }}</Play></Response>")
-    out = templates.render(templates.compile_template(source), templates.answer_context(
+    out = render.render(render.compile_template(source), render.answer_context(
         {"CallerName": value, "From": value, "X-PH-Loop": value, "SIP-H-A": value}))
     assert plivo_xml.problems(out) == []
     root = fromstring(out)
@@ -164,7 +166,7 @@ def test_values_are_escaped_in_text_and_attributes(value):
 
 def test_validate_template_reports_lines():
     source = "<Response>\n<Speak>{{ customer }}</Speak>\n<Dial>{{ headers.To }}</Dial>\n</Response>"
-    problems = templates.validate_template("Reminder", source)
+    problems = validate_template("Reminder", source)
     assert problems[0] == "line 2: undefined variable 'customer' (use headers., call. or sip.)"
     assert problems[1].startswith("line 3: text is not allowed directly inside <Dial>")
 
@@ -178,19 +180,19 @@ def test_validate_template_reports_lines():
     ("Ok", "<Response><Speak>x</Speak><Oops/></Response>", "<Oops> is not a Plivo verb"),
 ])
 def test_validate_template_problems(name, source, fragment):
-    problems = templates.validate_template(name, source)
+    problems = validate_template(name, source)
     assert any(fragment in p for p in problems), problems
     assert all(p.startswith("line ") for p in problems)
 
 
 @pytest.mark.parametrize("name", ["A", "Reminder", "x" * 64, "a1B2"])
 def test_template_names(name):
-    assert templates.TEMPLATE_NAME_RE.match(name) and templates.is_template_name(name)
+    assert routing.TEMPLATE_NAME_RE.match(name) and routing.is_template_name(name)
 
 
 @pytest.mark.parametrize("name", ["", "x" * 65, "a-b", "a.xml", "../a", "a/b", "é", "a\n", None, 5])
 def test_not_template_names(name):
-    assert not templates.is_template_name(name)
+    assert not routing.is_template_name(name)
 
 
 # ---------------------------------------------------------------- pipeline with an in-memory store
@@ -207,14 +209,14 @@ class DictStore:
         if name not in self.sources:
             raise TemplateMissing(name)
         try:
-            return templates.compile_template(self.sources[name])
-        except templates.TemplateError as exc:
+            return render.compile_template(self.sources[name])
+        except render.TemplateError as exc:
             raise TemplateBroken(str(exc)) from None
 
     def routes(self):
         if self.down:
             raise StoreUnavailable("down")
-        return templates.parse_routes(self.routes_text) if self.routes_text else templates.EMPTY_ROUTES
+        return routing.parse_routes(self.routes_text) if self.routes_text else routing.EMPTY_ROUTES
 
 
 SOURCES = {name: f"<Response><Speak>{name}</Speak></Response>" for name in ("One", "Two", "Three", "Dflt")}

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from callflow_cli.main import main
 from chalicelib import resources
-from chalicelib.cli import main
 from devtools.run_local import Stack, Supervisor, free_port, http_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,9 +34,9 @@ class Cli:
         return result
 
     def process(self, *args: str, env: dict | None = None, module: bool = True):
-        """A real `python -m chalicelib.cli` (or the installed `callflow` script) process."""
+        """A real `python -m callflow_cli` (or the installed `callflow` script) process."""
         if module:
-            command = [sys.executable, "-m", "chalicelib.cli"]
+            command = [sys.executable, "-m", "callflow_cli"]
         else:
             command = [str(Path(sys.executable).parent / "callflow")]
         full_env = {**stack_free_env(), **self.env, **(env or {})}

@@ -30,7 +30,7 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.ssm.responses import SimpleSystemManagerResponse
 
 from chalicelib import resources
-from chalicelib.jobs import JobRepository
+from chalicelib.calls.jobs import JobRepository
 
 from .cfn import resolve
 from .support import ACCOUNT, MERGE_TEMPLATE, PREFIX, REGION, TOKEN_PARAM, cfn_names, load, policy
@@ -154,7 +154,7 @@ def _denied(call: Callable[[], object]) -> bool:
 
 def test_policy_is_enough_for_answer_launcher_and_hangup(stack):
     from app import app
-    from chalicelib import launcher
+    from chalicelib import handlers
 
     stack.repo_admin.add({"call_id": "job-1", "status": "pending", "due_at": time.time() - 5,
                           "to": "14155550100", "from": "14155559999", "headers": {"CustomerId": "C42"}})
@@ -164,7 +164,7 @@ def test_policy_is_enough_for_answer_launcher_and_hangup(stack):
         assert "Hello from S3, customer C42" in _answer(client)  # TTL 0: revalidated by conditional GET
         assert resources.template_store().s3_requests == 4  # routes.json and Welcome.xml, twice
 
-        summary = launcher.launch()
+        summary = handlers.launch()
         assert summary["placed"] == 1 and summary["failed"] == summary["unknown"] == 0, summary
         (call,) = stack.sim.calls
         assert call["body"]["hangup_url"] == f"{BASE}/hangup?call_id=job-1"
@@ -247,13 +247,13 @@ def test_the_check_is_not_blind_a_policy_without_updateitem_breaks_the_launcher(
         document["Statement"] = [s for s in document["Statement"] if s["Action"]]
         return document
 
-    from chalicelib import launcher
+    from chalicelib import handlers
 
     for stack in _build(monkeypatch, _policy_document(without_update_item)):
         stack.repo_admin.add({"call_id": "job-2", "status": "pending", "due_at": time.time() - 5,
                               "to": "14155550100", "from": "14155559999", "headers": {}})
         with enable_iam_authentication():
-            summary = launcher.launch()
+            summary = handlers.launch()
         assert summary["placed"] == 0 and stack.sim.calls == []
         assert stack.repo_admin.get("job-2")["status"] == "pending"
 

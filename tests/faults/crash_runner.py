@@ -1,7 +1,7 @@
 """One launcher pass that dies mid-flight, for test_faults_crash.py. Not a test module.
 
 Run as a process against a moto server and the Plivo simulator (their URLs come in the environment,
-AWS_ENDPOINT_URL and PLIVO_API_URL). The real pass (`chalicelib.launcher.launch`) runs with a botocore
+AWS_ENDPOINT_URL and PLIVO_API_URL). The real pass (`chalicelib.handlers.launch`) runs with a botocore
 hook on the app's own DynamoDB client that kills the process with os._exit, like a Lambda that times out
 or runs out of memory, at one of two moments:
 
@@ -22,7 +22,7 @@ KILLED = 17
 
 def main(moment: str) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from chalicelib import launcher, resources
+    from chalicelib import handlers, resources
 
     events = resources.dynamodb_resource().meta.client.meta.events
 
@@ -51,7 +51,7 @@ def main(moment: str) -> int:
         events.register("before-call.dynamodb.UpdateItem", before_result)
     else:
         raise SystemExit(f"unknown moment {moment!r}")
-    summary = launcher.launch()
+    summary = handlers.launch()
     print(f"SURVIVED {summary}")
     return 0
 

@@ -11,9 +11,9 @@ from decimal import Decimal
 import boto3
 import pytest
 
-from chalicelib.jobs import JobRepository
-from chalicelib.launcher import Launcher
-from chalicelib.plivo_api import PlivoClient
+from chalicelib.calls.jobs import JobRepository
+from chalicelib.calls.launcher import Launcher
+from chalicelib.calls.plivo_api import PlivoClient
 from chalicelib.settings import Settings
 from tests.faults.faultlib import AUTH_ID, REGION, TABLE, TOKEN, dialled, make_job
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import launcher, resources
+from chalicelib import handlers, resources
+from chalicelib.calls import launcher
 from tests.faults.faultlib import (
     ENV,
     ROOT,
@@ -138,7 +139,7 @@ def test_killed_between_claim_and_dial(stack, sim):
     assert all(jobs[c]["status"] == "pending" for c in waiting)
 
     # The next run, a minute later: the claimed job is left alone (it may be mid-dial elsewhere).
-    first = launcher.launch()
+    first = handlers.launch()
     assert first["placed"] == len(ids) - len(crashed) and first["unknown"] == 0
     assert all(resources.job_repository().get(c)["status"] == "dialing" for c in crashed)
 

@@ -1,6 +1,6 @@
 """DynamoDB faults during a launcher pass: throttling on the GSI query, on the claim, on the result write.
 
-The pass is `chalicelib.launcher.launch()` (what the Lambda runs) with the app's own DynamoDB client from
+The pass is `chalicelib.handlers.launch()` (what the Lambda runs) with the app's own DynamoDB client from
 `chalicelib.resources`; faults are botocore `before-send` hooks on that client answering like DynamoDB does
 when throttled, after botocore's own retries. Plivo is the simulator over HTTP. Asserted from the table and
 from the simulator: every job still exists, none is dialled twice, and the pass says what it did not do.
@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from chalicelib import launcher, resources
+from chalicelib import handlers, resources
+from chalicelib.calls import launcher
 from tests.faults.faultlib import (
     FaultHook,
     call_id_of,
@@ -60,7 +61,7 @@ def client():
 def launch_reporting() -> dict:
     """One pass; a pass that raises has not reported anything a scheduler can read, so that fails too."""
     try:
-        return launcher.launch()
+        return handlers.launch()
     except Exception as exc:  # noqa: BLE001 - turned into a readable test failure
         pytest.fail(f"the launcher pass raised {type(exc).__name__}: {exc} instead of reporting a summary")
 

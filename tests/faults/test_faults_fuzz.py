@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from chalicelib import plivo_xml
-from chalicelib.jobs import STATUSES, JobRepository
+from chalicelib.answer import plivo_xml
+from chalicelib.calls.jobs import STATUSES, JobRepository
 from tests.faults.faultlib import (
     BASE,
     BUCKET,

@@ -16,7 +16,7 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from moto.core import enable_iam_authentication
 
 from chalicelib import resources
-from chalicelib.templates import BUILTIN_FALLBACK
+from chalicelib.answer.render import BUILTIN_FALLBACK
 from tests.faults.faultlib import (
     BASE,
     BUCKET,

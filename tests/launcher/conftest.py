@@ -12,7 +12,7 @@ import pytest
 from moto import mock_aws
 
 from chalicelib import resources
-from chalicelib.jobs import JobRepository
+from chalicelib.calls.jobs import JobRepository
 from chalicelib.settings import Settings
 from tests import support
 from tests.launcher.launcherlib import AUTH_ID, AUTH_TOKEN, ENV, TABLE, UNSET

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import plivo
 import pytest
 
-from chalicelib.call_request import JobInvalid, build_call_body
+from chalicelib.calls.call_body import JobInvalid, build_call_body
 from tests.launcher.launcherlib import AUTH_ID, AUTH_TOKEN, BASE
 
 
@@ -83,7 +83,7 @@ def test_body_equals_what_plivo_python_sends(job, sdk_args, capture, monkeypatch
 
 
 def test_body_goes_over_the_wire_unchanged(capture):
-    from chalicelib.plivo_api import PlivoClient
+    from chalicelib.calls.plivo_api import PlivoClient
 
     base_url, bodies = capture
     body = build_call_body({"call_id": "x", "to": "14155550100", "from": "14155559999",
@@ -134,7 +134,7 @@ def test_every_problem_is_reported_at_once():
     (405, {}, "failed"),
 ])
 def test_classify_http_replies(status, payload, outcome):
-    from chalicelib.plivo_api import classify
+    from chalicelib.calls.plivo_api import classify
 
     result = classify(status, payload)
     assert result.outcome == outcome
@@ -145,7 +145,7 @@ def test_classify_http_replies(status, payload, outcome):
 
 
 def test_client_repr_hides_the_token():
-    from chalicelib.plivo_api import PlivoClient
+    from chalicelib.calls.plivo_api import PlivoClient
 
     client = PlivoClient(AUTH_ID, AUTH_TOKEN, "http://127.0.0.1:9")
     assert AUTH_TOKEN not in repr(client) and AUTH_ID in repr(client)

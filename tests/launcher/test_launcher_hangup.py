@@ -10,7 +10,7 @@ from xml.etree import ElementTree
 import pytest
 
 from chalicelib import resources
-from chalicelib.hangup import record_hangup
+from chalicelib.calls.hangup import record_hangup
 from chalicelib.settings import Settings
 from tests.launcher.launcherlib import make_job
 
@@ -124,8 +124,8 @@ def test_unknown_job_and_settled_jobs_are_left_alone(repo, settings):
 
 def test_busy_busy_busy_through_the_launcher_and_the_simulator(repo, sim, settings):
     """Three real dials: each busy callback schedules the next, the third fails the job."""
-    from chalicelib.launcher import Launcher
-    from chalicelib.plivo_api import PlivoClient
+    from chalicelib.calls.launcher import Launcher
+    from chalicelib.calls.plivo_api import PlivoClient
     from tests.launcher.launcherlib import AUTH_ID, AUTH_TOKEN
 
     repo.add(make_job("bbb", due_at=NOW - 10))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.jobs import JobExists, JobNotFound, JobStateError
+from chalicelib.calls.jobs import JobExists, JobNotFound, JobStateError
 from tests.launcher.launcherlib import make_job
 
 

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from chalicelib import logs
-from chalicelib.launcher import Launcher, RateLimiter
-from chalicelib.plivo_api import PlivoClient
+from chalicelib.calls.launcher import Launcher, RateLimiter
+from chalicelib.calls.plivo_api import PlivoClient
 from chalicelib.settings import Settings
 from tests.launcher.launcherlib import AUTH_ID, AUTH_TOKEN, make_job
 
@@ -152,11 +152,11 @@ def test_401_stops_the_run_and_leaves_the_rest_pending(repo, sim):
     for i in range(5):
         repo.add(make_job(f"later-{i}", due_at=time.time() - 50 + i))
     collect = Collect()
-    logs.get_logger("chalicelib.launcher").addHandler(collect)
+    logs.get_logger("chalicelib.calls.launcher").addHandler(collect)
     try:
         summary = launcher_for(repo, sim.url, workers=1).run()
     finally:
-        logs.get_logger("chalicelib.launcher").removeHandler(collect)
+        logs.get_logger("chalicelib.calls.launcher").removeHandler(collect)
     assert summary["placed"] == 0 and summary["skipped"] == 1
     assert statuses(repo) == {"pending": 6}
     assert repo.get("first")["attempts"] == 0 and "401" in repo.get("first")["last_error"]

@@ -9,9 +9,10 @@ from decimal import Decimal
 
 import pytest
 
-from chalicelib import backoff, logs, windows
-from chalicelib.call_request import JobInvalid, validate_job
-from chalicelib.hangup import record_hangup
+from chalicelib import logs
+from chalicelib.calls import schedule
+from chalicelib.calls.call_body import JobInvalid, validate_job
+from chalicelib.calls.hangup import record_hangup
 from tests.launcher.launcherlib import make_job
 from tests.launcher.test_launcher_run import Collect, launcher_for
 
@@ -54,12 +55,12 @@ def test_validate_job_accepts_dynamodb_numbers_and_cli_strings():
 
 @pytest.mark.parametrize("value", [123, Decimal(7), None, ["a"], {"a": 1}, b"08:00-09:00"])
 def test_windows_reject_non_text_with_a_window_error(value):
-    with pytest.raises(windows.WindowError):
-        windows.parse_window(value)
-    with pytest.raises(windows.WindowError):
-        windows.zone(value)
-    with pytest.raises(windows.WindowError):
-        windows.next_opening(value, "UTC", 0.0)
+    with pytest.raises(schedule.WindowError):
+        schedule.parse_window(value)
+    with pytest.raises(schedule.WindowError):
+        schedule.zone(value)
+    with pytest.raises(schedule.WindowError):
+        schedule.next_opening(value, "UTC", 0.0)
 
 
 @pytest.mark.parametrize("changes, field", [
@@ -90,19 +91,19 @@ def test_stored_malformed_max_attempts_falls_back_to_the_setting(repo, monkeypat
     settings = Settings.from_env()
     repo.add(make_job("old", status="placed", attempts=1, request_uuid="req-1", max_attempts="three"))
     collect = Collect()
-    logs.get_logger("chalicelib.hangup").addHandler(collect)
+    logs.get_logger("chalicelib.calls.hangup").addHandler(collect)
     try:
         record_hangup(repo, settings, "old", {"CallUUID": "c1", "RequestUUID": "req-1",
                                               "CallStatus": "busy", "HangupCause": "USER_BUSY"}, 1e9)
     finally:
-        logs.get_logger("chalicelib.hangup").removeHandler(collect)
+        logs.get_logger("chalicelib.calls.hangup").removeHandler(collect)
     job = repo.get("old")
     assert job["status"] == "pending" and job["last_error"] == "attempt 1 of 3: busy"
     assert any(r.levelno == logging.WARNING and "max_attempts" in r.getMessage() for r in collect.records)
 
 
-@pytest.mark.parametrize("before, status", [(backoff.MAX_TRANSIENT_ERRORS - 2, "pending"),
-                                            (backoff.MAX_TRANSIENT_ERRORS - 1, "failed")])
+@pytest.mark.parametrize("before, status", [(schedule.MAX_TRANSIENT_ERRORS - 2, "pending"),
+                                            (schedule.MAX_TRANSIENT_ERRORS - 1, "failed")])
 def test_transient_errors_give_up_after_the_cap(repo, sim, before, status):
     sim.script["14155550503"] = [503]
     repo.add(make_job("flaky", to="14155550503", transient_errors=before))
@@ -113,17 +114,17 @@ def test_transient_errors_give_up_after_the_cap(repo, sim, before, status):
     if status == "failed":
         assert summary["failed"] == 1
         assert job["last_error"].startswith(
-            f"gave up after {backoff.MAX_TRANSIENT_ERRORS} transient errors in a row: Plivo HTTP 503")
+            f"gave up after {schedule.MAX_TRANSIENT_ERRORS} transient errors in a row: Plivo HTTP 503")
     else:
         assert summary["deferred"] == 1 and job["last_error"].startswith("Plivo HTTP 503")
 
 
 def test_always_throttled_destination_ends_failed(repo, sim):
-    sim.script["14155550429"] = [429] * (backoff.MAX_TRANSIENT_ERRORS + 5)
+    sim.script["14155550429"] = [429] * (schedule.MAX_TRANSIENT_ERRORS + 5)
     repo.add(make_job("throttled", to="14155550429"))
-    for run in range(backoff.MAX_TRANSIENT_ERRORS + 2):
+    for run in range(schedule.MAX_TRANSIENT_ERRORS + 2):
         launcher_for(repo, sim.url, clock=lambda run=run: time.time() + 100_000 * (run + 1)).run()
     job = repo.get("throttled")
     assert job["status"] == "failed" and "gave up after" in job["last_error"]
-    assert len(sim.requests) == backoff.MAX_TRANSIENT_ERRORS
+    assert len(sim.requests) == schedule.MAX_TRANSIENT_ERRORS
 

@@ -9,8 +9,8 @@ import pytest
 from moto import mock_aws
 
 from chalicelib import resources
-from chalicelib.launcher import launch
-from chalicelib.secrets import resolve_auth_token
+from chalicelib.handlers import launch
+from chalicelib.resources import resolve_auth_token
 from chalicelib.settings import ConfigError, Settings
 from tests.launcher.launcherlib import AUTH_TOKEN, make_job
 

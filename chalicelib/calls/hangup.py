@@ -7,12 +7,13 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import backoff, logs, windows
-from chalicelib.call_request import whole_number
+from chalicelib import logs
+from chalicelib.calls import schedule
+from chalicelib.calls.call_body import whole_number
 from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
-    from chalicelib.jobs import JobRepository
+    from chalicelib.calls.jobs import JobRepository
 
 log = logs.get_logger(__name__)
 
@@ -82,12 +83,12 @@ def transition(job: Mapping[str, Any], settings: Settings, params: Mapping[str, 
         changes["status"] = "completed"
         remove = ("last_error",)
     elif call_status in RETRYABLE and attempts < max_attempts:
-        due = now + backoff.retry_delay(settings.retry_delays, attempts)
+        due = now + schedule.retry_delay(settings.retry_delays, attempts)
         window = job.get("window") or settings.call_window
         tz = job.get("tz") or settings.default_tz
         try:
-            due = windows.next_opening(window, tz, due)
-        except windows.WindowError:
+            due = schedule.next_opening(window, tz, due)
+        except schedule.WindowError:
             pass  # the launcher fails the job with the reason when it comes due
         changes.update(status="pending", due_at=due,
                        last_error=f"attempt {attempts} of {max_attempts}: {call_status}")

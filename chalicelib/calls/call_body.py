@@ -1,7 +1,8 @@
-"""A call job → the JSON body of Plivo's Call API request, or a JobInvalid that says what is wrong.
+"""A call job -> the JSON body of Plivo's Call API request, or a JobInvalid that says what is wrong.
 
 The body matches, field for field, what plivo-python's `client.calls.create` sends for the same call
-(including the SDK's explicit defaults), so behaviour is the same as with the official SDK.
+(including the SDK's explicit defaults). Custom SIP headers are checked here too: Plivo silently drops
+pairs that break its rules, so a bad header would vanish without a trace; the job is rejected loudly instead.
 """
 
 from __future__ import annotations
@@ -12,7 +13,69 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from chalicelib import sip_headers
+NAME_MAX = 24
+VALUE_MAX = 120
+_ALNUM = re.compile(r"[A-Za-z0-9]+")
+
+
+class HeaderError(ValueError):
+    """A header breaks Plivo's rules; the message names the header and the rule."""
+
+
+def header_problems(headers: object) -> list[str]:
+    """Every rule each header breaks, in a stable order, as readable sentences (empty when valid)."""
+    if headers is None:
+        return []
+    if not isinstance(headers, Mapping):
+        return [f"headers must be a map of name to value, not {type(headers).__name__}"]
+    problems: list[str] = []
+    for name in sorted(headers, key=str):
+        value = headers[name]
+        if not isinstance(name, str) or not _ALNUM.fullmatch(name):
+            problems.append(f"header name {name!r} may contain only letters A-Z, a-z and digits 0-9")
+        elif len(name) > NAME_MAX:
+            problems.append(f"header name {name!r} is {len(name)} characters long (at most {NAME_MAX})")
+        text = _as_text(value)
+        if text is None:
+            problems.append(f"header {name!r} value must be text, not {type(value).__name__}")
+        elif text == "":
+            problems.append(f"header {name!r} value is empty")
+        elif not _ALNUM.fullmatch(text):
+            problems.append(
+                f"header {name!r} value {text!r} may contain only letters A-Z, a-z and digits 0-9"
+            )
+        elif len(text) > VALUE_MAX:
+            problems.append(f"header {name!r} value is {len(text)} characters long (at most {VALUE_MAX})")
+    return problems
+
+
+def encode(headers: Mapping[str, object] | None) -> str:
+    """`Name=Value,Name2=Value2` (names sorted for a deterministic body); raises HeaderError if invalid."""
+    problems = header_problems(headers)
+    if problems:
+        raise HeaderError("; ".join(problems))
+    if not headers:
+        return ""
+    return ",".join(f"{name}={_as_text(headers[name])}" for name in sorted(headers))
+
+
+def _as_text(value: object) -> str | None:
+    """DynamoDB hands numbers back as Decimal; an integral number is an acceptable header value."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    try:
+        from decimal import Decimal
+
+        if isinstance(value, Decimal) and value == value.to_integral_value() and value >= 0:
+            return str(int(value))
+    except (ArithmeticError, ValueError):
+        return None
+    return None
+
 
 _DIGITS = re.compile(r"[0-9]{1,20}")
 _SIP_URI = re.compile(r"sips?:[^\s<>,\"]+")
@@ -48,7 +111,7 @@ def validate_job(job: Mapping[str, Any]) -> dict[str, Any]:
     optional ones normalised (numbers as int, method upper case). Numbers may come as int or Decimal
     (DynamoDB) or as digit strings (CLI, CSV). Raises JobInvalid naming every problem, not just the first,
     so a bad job is failed with a `last_error` the producer can act on."""
-    from chalicelib import windows
+    from chalicelib.calls import schedule
 
     problems: list[str] = []
     clean: dict[str, Any] = {}
@@ -74,10 +137,10 @@ def validate_job(job: Mapping[str, Any]) -> dict[str, Any]:
         else:
             clean["answer_method"] = answer_method.upper()
 
-    problems.extend(sip_headers.header_problems(job.get("headers")))
+    problems.extend(header_problems(job.get("headers")))
 
-    for field, parse, shape in (("window", windows.parse_window, "text like HH:MM-HH:MM"),
-                                ("tz", windows.zone, "text naming an IANA time zone")):
+    for field, parse, shape in (("window", schedule.parse_window, "text like HH:MM-HH:MM"),
+                                ("tz", schedule.zone, "text naming an IANA time zone")):
         value = job.get(field)
         if value in (None, ""):
             continue
@@ -87,7 +150,7 @@ def validate_job(job: Mapping[str, Any]) -> dict[str, Any]:
         try:
             parse(value)
             clean[field] = value
-        except windows.WindowError as exc:
+        except schedule.WindowError as exc:
             problems.append(str(exc))
 
     caller_name = job.get("caller_name")
@@ -133,7 +196,7 @@ def build_call_body(job: Mapping[str, Any], public_base_url: str) -> dict[str, A
         "hangup_url": hangup_url(public_base_url, job["call_id"]),
         "hangup_method": "POST",
     })
-    encoded = sip_headers.encode(job.get("headers"))
+    encoded = encode(job.get("headers"))
     if encoded:
         body["sip_headers"] = encoded
     return body

@@ -198,8 +198,8 @@ def _xml(body: str, status: int = 200) -> Response:
 
 def answer(request: Any) -> Response:
     """GET|POST /answer: 403 for a bad signature, otherwise 200 with valid Plivo XML, always."""
-    from chalicelib import answer as pipeline
-    from chalicelib.templates import BUILTIN_FALLBACK
+    from chalicelib.answer import pipeline
+    from chalicelib.answer.render import BUILTIN_FALLBACK
 
     def render(settings: Settings, callback: Callback) -> Response:
         try:
@@ -227,9 +227,24 @@ def hangup(request: Any) -> Response:
             logs.log(log, logging.WARNING, "hangup callback without call_id; nothing to record",
                      call_uuid=params.get("CallUUID"), call_status=params.get("CallStatus"))
             return _xml(EMPTY_RESPONSE)
-        from chalicelib.hangup import record_hangup
+        from chalicelib.calls.hangup import record_hangup
 
         record_hangup(resources.job_repository(), settings, call_id, params, time.time())
         return _xml(EMPTY_RESPONSE)
 
     return _serve(request, record, lambda: _xml(EMPTY_RESPONSE, 500), "hangup callback not recorded")
+
+
+
+def launch(remaining_ms: Callable[[], int] | None = None) -> dict[str, int]:
+    """The scheduled Lambda's (and `callflow launch`'s) entry point: one pass with the live settings."""
+    from chalicelib.calls.launcher import RUN_BUDGET_SECONDS, Launcher
+
+    try:
+        settings = resources.settings()
+        launcher = Launcher(resources.job_repository(), resources.plivo_client(), settings,
+                            remaining_ms=remaining_ms, run_budget=RUN_BUDGET_SECONDS)
+    except Exception as exc:
+        logs.log(log, logging.ERROR, "launcher cannot start", cause=f"{type(exc).__name__}: {exc}")
+        raise
+    return launcher.run()

@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from chalicelib import resources
-from chalicelib.jobs import STATUSES
+from chalicelib.calls.jobs import STATUSES
 from chalicelib.settings import ConfigError
 
 PLACEHOLDER_BASE = "https://callflow.invalid"
@@ -103,7 +103,8 @@ def check_directory(directory: Path) -> tuple[dict[str, bytes], bytes | None, li
     """Validate every template and routes.json in `directory`.
 
     Returns (sources by name, routes.json bytes or None, problems as `file:line: message`)."""
-    from chalicelib.templates import RoutesError, is_template_name, parse_routes, validate_template
+    from callflow_cli.templates import validate_template
+    from chalicelib.answer.routes import RoutesError, is_template_name, parse_routes
 
     files, routes_path = _template_files(directory)
     problems: list[str] = []
@@ -208,10 +209,11 @@ def _pairs(values: Iterable[str], what: str) -> dict[str, str]:
               help="a Plivo parameter of the call, e.g. X-PH-CustomerName=Ann or From=14155550100")
 def templates_render(name: str, params: tuple[str, ...]) -> None:
     """Print the XML a call gets from template NAME, with the given Plivo parameters."""
-    from chalicelib import plivo_xml
-    from chalicelib.answer import render_answer
-    from chalicelib.template_store import StoreUnavailable, TemplateBroken, TemplateMissing
-    from chalicelib.templates import TemplateError, answer_context, is_template_name, render
+    from chalicelib.answer import plivo_xml
+    from chalicelib.answer.pipeline import render_answer
+    from chalicelib.answer.render import TemplateError, answer_context, render
+    from chalicelib.answer.routes import is_template_name
+    from chalicelib.answer.store import StoreUnavailable, TemplateBroken, TemplateMissing
 
     if not is_template_name(name):
         raise UserError(f"{name!r} is not a template name ([A-Za-z0-9], at most 64 characters)")
@@ -253,7 +255,7 @@ def calls() -> None:
 
 def _parse_time(text: str, tz: str | None) -> float:
     """ISO 8601 → epoch seconds; a time without offset is read in `tz` (or UTC)."""
-    from chalicelib.windows import WindowError, zone
+    from chalicelib.calls.schedule import WindowError, zone
 
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
@@ -274,7 +276,7 @@ LATEST_DUE_AT = 253402300800  # 10000-01-01T00:00:00Z: past it no clock can show
 
 def build_job(fields: Mapping[str, Any], headers: Mapping[str, str], now: float) -> dict[str, Any]:
     """A job item from user input, validated by the launcher's own check (validate_job); ValueError if bad."""
-    from chalicelib.call_request import JobInvalid, validate_job
+    from chalicelib.calls.call_body import JobInvalid, validate_job
 
     job: dict[str, Any] = {"call_id": fields.get("call_id") or str(uuid.uuid4()), "status": "pending",
                            "to": fields.get("to") or "", "from": fields.get("from") or "",
@@ -311,7 +313,7 @@ def calls_add(to: str, from_: str, headers: tuple[str, ...], at: str | None, tz:
               call_id: str | None, window: str | None, max_attempts: int | None, caller_name: str | None,
               answer_url: str | None) -> None:
     """Enqueue one call."""
-    from chalicelib.jobs import JobError
+    from chalicelib.calls.jobs import JobError
 
     fields = {"to": to, "from": from_, "at": at, "tz": tz, "call_id": call_id, "window": window,
               "max_attempts": max_attempts, "caller_name": caller_name, "answer_url": answer_url}
@@ -349,7 +351,7 @@ def calls_import(file: Path) -> None:
     """Enqueue every row of FILE.csv (columns: to, from, and optional call_id, at, tz, window,
     max_attempts, caller_name, answer_url, answer_method, X-PH-<Name> headers). A bad row is reported by
     line number and skipped; the others are imported."""
-    from chalicelib.jobs import JobError
+    from chalicelib.calls.jobs import JobError
 
     try:
         text = file.read_text(encoding="utf-8-sig")
@@ -426,7 +428,7 @@ def calls_list(status: str | None, as_json: bool) -> None:
 @click.argument("call_id")
 def calls_cancel(call_id: str) -> None:
     """Cancel a pending call job."""
-    from chalicelib.jobs import JobError
+    from chalicelib.calls.jobs import JobError
 
     try:
         _repo().cancel(call_id)
@@ -440,14 +442,14 @@ def calls_cancel(call_id: str) -> None:
 @main.command("launch")
 def launch_command() -> None:
     """Run one launcher pass here, exactly the code the scheduled Lambda runs."""
-    from chalicelib import launcher
+    from chalicelib import handlers
 
     settings = resources.settings()
     for field in ("calls_table", "plivo_auth_id", "public_base_url"):
         settings.require(field)
     if not (settings.plivo_auth_token or settings.plivo_auth_token_param):
         raise UserError("PLIVO_AUTH_TOKEN or PLIVO_AUTH_TOKEN_PARAM is not set")
-    summary = launcher.launch()
+    summary = handlers.launch()
     click.echo(json.dumps(summary))
 
 

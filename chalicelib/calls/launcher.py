@@ -18,13 +18,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import backoff, logs, plivo_api, windows
-from chalicelib.call_request import JobInvalid, build_call_body, whole_number
+from chalicelib import logs
+from chalicelib.calls import plivo_api, schedule
+from chalicelib.calls.call_body import JobInvalid, build_call_body, whole_number
 from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
-    from chalicelib.jobs import JobRepository
-    from chalicelib.plivo_api import PlivoClient
+    from chalicelib.calls.jobs import JobRepository
+    from chalicelib.calls.plivo_api import PlivoClient
 
 log = logs.get_logger(__name__)
 
@@ -246,8 +247,8 @@ class Launcher:
         tz = job.get("tz") or self.settings.default_tz
         try:
             body = build_call_body(job, self.public_base_url)  # checks the job's own window and tz too
-            opening = windows.next_opening(window, tz, now)
-        except (windows.WindowError, JobInvalid) as exc:
+            opening = schedule.next_opening(window, tz, now)
+        except (schedule.WindowError, JobInvalid) as exc:
             self._finish(call_id, "failed", "failed", last_error=f"invalid job: {exc}")
             logs.log(log, logging.WARNING, "invalid job not dialled", call_id=call_id, cause=str(exc))
             return
@@ -276,13 +277,13 @@ class Launcher:
                      api_id=result.api_id, **fields)
         elif result.outcome == plivo_api.RETRY:
             errors = (whole_number(job.get("transient_errors")) or 0) + 1
-            if errors >= backoff.MAX_TRANSIENT_ERRORS:  # Plivo keeps refusing this one: stop cycling
+            if errors >= schedule.MAX_TRANSIENT_ERRORS:  # Plivo keeps refusing this one: stop cycling
                 message = f"gave up after {errors} transient errors in a row: {result.error}"
                 self._finish(call_id, "failed", "failed", last_error=message, transient_error=True)
                 logs.log(log, logging.ERROR, "call not placed, giving up", cause=result.error,
                          transient_errors=errors, **fields)
                 return
-            due = now + backoff.transient_delay(errors)
+            due = now + schedule.transient_delay(errors)
             self._finish(call_id, "deferred", "pending", due_at=due, last_error=result.error,
                          transient_error=True)
             logs.log(log, logging.WARNING, "call not placed, will retry", cause=result.error,
@@ -323,17 +324,3 @@ class Launcher:
                 self._count("due")
                 self._count("unknown")
                 logs.log(log, logging.ERROR, "stale dialing job marked unknown", call_id=job["call_id"])
-
-
-def launch(remaining_ms: Callable[[], int] | None = None) -> dict[str, int]:
-    """The scheduled Lambda's (and `callflow launch`'s) entry point: one pass with the live settings."""
-    from chalicelib import resources
-
-    try:
-        settings = resources.settings()
-        launcher = Launcher(resources.job_repository(), resources.plivo_client(), settings,
-                            remaining_ms=remaining_ms, run_budget=RUN_BUDGET_SECONDS)
-    except Exception as exc:
-        logs.log(log, logging.ERROR, "launcher cannot start", cause=f"{type(exc).__name__}: {exc}")
-        raise
-    return launcher.run()

@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib import logs, plivo_xml, templates
+from chalicelib import logs
+from chalicelib.answer import plivo_xml, render
+from chalicelib.answer.render import BUILTIN_FALLBACK, TemplateError
+from chalicelib.answer.routes import EMPTY_ROUTES, RoutesError
+from chalicelib.answer.store import StoreUnavailable, TemplateBroken, TemplateMissing
 from chalicelib.settings import Settings
-from chalicelib.template_store import StoreUnavailable, TemplateBroken, TemplateMissing
-from chalicelib.templates import BUILTIN_FALLBACK, RoutesError, TemplateError
 
 log = logs.get_logger(__name__)
 
@@ -28,7 +30,7 @@ def _try(
     try:
         if template is None:
             template = store.template(name)
-        xml = templates.render(template, context)
+        xml = render.render(template, context)
     except TemplateMissing:
         causes.append(f"template {name!r} not found")
         return None
@@ -70,7 +72,7 @@ def select(store: Any, settings: Settings, headers: Mapping[str, str], causes: l
         return Selection(None)
     except RoutesError as exc:
         causes.append(str(exc))
-        routes = templates.EMPTY_ROUTES
+        routes = EMPTY_ROUTES
     name = routes.choose(headers)
     if name is None and settings.default_template:
         return Selection(settings.default_template)
@@ -79,7 +81,7 @@ def select(store: Any, settings: Settings, headers: Mapping[str, str], causes: l
 
 def render_answer(store: Any, settings: Settings, params: Mapping[str, str]) -> str:
     """The XML a call with these Plivo parameters gets. `store` may be None (no bucket configured)."""
-    context = templates.answer_context(params)
+    context = render.answer_context(params)
     causes: list[str] = []
     if store is None:
         causes.append("no template store (TEMPLATE_BUCKET is not set)")

@@ -19,8 +19,10 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib import logs, templates
-from chalicelib.templates import EMPTY_ROUTES, Routes, RoutesError, TemplateError
+from chalicelib import logs
+from chalicelib.answer import render, routes
+from chalicelib.answer.render import TemplateError
+from chalicelib.answer.routes import EMPTY_ROUTES, Routes, RoutesError
 
 log = logs.get_logger(__name__)
 
@@ -106,7 +108,7 @@ class TemplateStore:
 
     def template(self, name: str):
         """The compiled template `name`; raises TemplateMissing, TemplateBroken or StoreUnavailable."""
-        if not templates.is_template_name(name):
+        if not routes.is_template_name(name):
             raise TemplateMissing(f"{name!r} is not a template name")
         now = self._clock()
         with self._lock:
@@ -182,14 +184,14 @@ class TemplateStore:
 
     def _compile(self, name: str, body: bytes, etag: str | None, now: float) -> _Entry:
         self.compiles += 1
-        if len(body) > templates.MAX_SOURCE_BYTES:
-            return _Entry(etag, None, f"template {name!r} is over {templates.MAX_SOURCE_BYTES} bytes", now)
+        if len(body) > render.MAX_SOURCE_BYTES:
+            return _Entry(etag, None, f"template {name!r} is over {render.MAX_SOURCE_BYTES} bytes", now)
         try:
             source = body.decode("utf-8")
         except UnicodeDecodeError:
             return _Entry(etag, None, f"template {name!r} is not UTF-8", now)
         try:
-            return _Entry(etag, templates.compile_template(source), None, now)
+            return _Entry(etag, render.compile_template(source), None, now)
         except TemplateError as exc:
             return _Entry(etag, None, f"template {name!r}: {exc}", now)
 
@@ -203,7 +205,7 @@ class TemplateStore:
             return None
         body, etag = fetched
         try:
-            new = _Entry(etag, templates.parse_routes(body), None, now)
+            new = _Entry(etag, routes.parse_routes(body), None, now)
         except RoutesError as exc:
             new = _Entry(etag, None, str(exc), now)
         self._routes = new
@@ -224,7 +226,7 @@ class TemplateStore:
         try:
             response = self._s3.get_object(**kwargs)
             with closing(response["Body"]) as stream:
-                body = stream.read(templates.MAX_SOURCE_BYTES + 1)  # enough to tell "too large"
+                body = stream.read(render.MAX_SOURCE_BYTES + 1)  # enough to tell "too large"
             return body, response.get("ETag")
         except Exception as exc:  # noqa: BLE001 - botocore is classified by its response, not its type
             error = getattr(exc, "response", None) or {}

@@ -1,16 +1,12 @@
-"""Calling windows: the local hours in which a callee may be called, DST-correct.
-
-A window is `HH:MM-HH:MM` in the callee's IANA zone. It may cross midnight (`20:00-02:00`); equal ends
-mean "all day". Wall-clock times are what people mean, so the check uses local time. An opening that
-falls in a spring-forward gap (02:30 on a day whose clocks jump from 02:00 to 03:00) opens at the end of
-the gap (03:00), the first real instant inside the window; a window lying wholly inside the gap does not
-happen that day. An ambiguous opening (fall-back) is its first occurrence.
-"""
+"""When a job may be dialled: calling windows in the callee's zone (DST-correct) and the delays before
+the next try (retry delays after a failed call, jittered backoff after a refused request)."""
 
 from __future__ import annotations
 
 import math
+import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import lru_cache
@@ -119,3 +115,26 @@ def _first_instant_at(wall: datetime, tzinfo: ZoneInfo) -> float:
 
 def _local(instant: float, tzinfo: ZoneInfo) -> datetime:
     return datetime.fromtimestamp(instant, tzinfo).replace(tzinfo=None)
+
+
+TRANSIENT_BASE = 30.0
+TRANSIENT_CAP = 900.0
+# The 10th 429/5xx/refused in a row fails the job: by then it has backed off for about an hour (at most
+# 75 min), long enough for a Plivo incident or a throttled destination to have cleared.
+MAX_TRANSIENT_ERRORS = 10
+
+
+def retry_delay(delays: Sequence[int], attempts: int) -> int:
+    """Seconds to wait before attempt `attempts + 1`: RETRY_DELAYS[attempts-1], the last one repeating."""
+    if not delays:
+        return 0
+    index = min(max(attempts, 1) - 1, len(delays) - 1)
+    return int(delays[index])
+
+
+def transient_delay(errors: int, rand: random.Random | None = None,
+                    base: float = TRANSIENT_BASE, cap: float = TRANSIENT_CAP) -> float:
+    """Backoff after the `errors`-th 429/5xx/refused in a row: exponential, capped, "equal jitter"."""
+    exp = min(cap, base * (2 ** max(errors - 1, 0)))
+    r = (rand or random).random()
+    return exp / 2 + r * exp / 2
