@@ -13,14 +13,14 @@ ANY_CONTENT = ["*/*"]
 
 @app.route("/answer", methods=["GET", "POST"], content_types=ANY_CONTENT)
 def answer():
-    return handlers.answer(app.current_request)
+    return handlers.answer(app.current_request, app.lambda_context)
 
 
 @app.route("/hangup", methods=["GET", "POST"], content_types=ANY_CONTENT)
 def hangup():
-    return handlers.hangup(app.current_request)
+    return handlers.hangup(app.current_request, app.lambda_context)
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def launch_calls(event):
-    return handlers.launch(remaining_ms=event.context.get_remaining_time_in_millis)
+    return handlers.launch_calls(event, event.context)

@@ -53,13 +53,26 @@ METHOD = """\
 
 
 def write_markdown(path: Path, report: Report, machine: dict, elapsed: float, quick: bool) -> None:
-    lines = ["# callflow benchmarks", "",
-             "Written by `make bench` (`python -m bench`); do not edit by hand.", "",
-             "## Machine", ""]
+    lines = [
+        "# callflow benchmarks",
+        "",
+        "Written by `make bench` (`python -m bench`); do not edit by hand.",
+        "",
+        "## Machine",
+        "",
+    ]
     lines += [f"- **{k}**: {v}" for k, v in machine.items()]
-    lines += [f"- **bench wall time**: {elapsed:.0f} s" + (" (quick mode)" if quick else ""), "",
-              "Other processes were sharing the CPUs if the load average above is not near 0: treat tail "
-              "latencies accordingly.", "", "## Results", "", harness.format_table(report.results, True), ""]
+    lines += [
+        f"- **bench wall time**: {elapsed:.0f} s" + (" (quick mode)" if quick else ""),
+        "",
+        "Other processes were sharing the CPUs if the load average above is not near 0: treat tail "
+        "latencies accordingly.",
+        "",
+        "## Results",
+        "",
+        harness.format_table(report.results, True),
+        "",
+    ]
     if report.errors:
         lines += ["## Errors", ""] + [f"```\n{e}\n```" for e in report.errors] + [""]
     lines += [METHOD, "## Raw numbers", "", "```json", report.to_json(), "```", ""]
@@ -70,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sample sizes: a smoke run in ~1 minute")
     parser.add_argument("--only", nargs="+", choices=sorted(MEASUREMENTS), help="run only these measurements")
-    parser.add_argument("--output", type=Path, help="where to write the markdown (default: BENCHMARKS.md on "
-                                                    "full runs, nothing in --quick mode)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where to write the markdown (default: BENCHMARKS.md on full runs, nothing in --quick mode)",
+    )
     args = parser.parse_args(argv)
     output = args.output or (None if args.quick else harness.ROOT / "BENCHMARKS.md")
     machine = harness.machine_details()
@@ -86,18 +102,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {key} ...", file=sys.stderr, flush=True)
             try:
                 results, details = module.run(moto, names, quick=args.quick)
-            except Exception as exc:  # a broken measurement is a missed goal, not a crash of the whole run
+            except Exception as exc:  # noqa: BLE001 - a broken measurement is a missed goal, not a crash of the whole run
                 report.errors.append(f"{key}: {exc}\n{traceback.format_exc(limit=3)}")
-                results, details = [Result(key, "measurement failed", str(exc).splitlines()[0][:80],
-                                           "runs", False)], {}
+                results, details = (
+                    [Result(key, "measurement failed", str(exc).splitlines()[0][:80], "runs", False)],
+                    {},
+                )
             report.add(*results)
             report.details[key] = details | {"seconds": round(time.monotonic() - t0, 1)}
             print(f"bench: {key} done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
     elapsed = time.monotonic() - started
     machine["load average at end (1/5/15 min)"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if not args.quick and not args.only:
-        report.add(Result("bench", "`make bench` wall time, all measurements", f"{elapsed:.0f} s", "< 600 s",
-                          elapsed < 600))
+        report.add(
+            Result(
+                "bench",
+                "`make bench` wall time, all measurements",
+                f"{elapsed:.0f} s",
+                "< 600 s",
+                elapsed < 600,
+            )
+        )
     print()
     for k, v in machine.items():
         print(f"{k}: {v}")

@@ -83,29 +83,64 @@ def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tupl
     requests = 2_000 if quick else 20_000
     naive_requests = 300 if quick else 3_000
     env = harness.answer_env(moto.url, ttl=600)
-    naive = harness.run_worker("answer_latency", {"mode": "naive", "names": names,
-                                                  "requests": naive_requests}, env)
-    naive_row = Result("answer", f"naive handler p50 / p99 (S3 GET + compile, n={naive['count']})",
-                       f"{naive['p50_us']:.0f} / {naive['p99_us']:.0f} µs", "", None)
+    naive = harness.run_worker(
+        "answer_latency", {"mode": "naive", "names": names, "requests": naive_requests}, env
+    )
+    naive_row = Result(
+        "answer",
+        f"naive handler p50 / p99 (S3 GET + compile, n={naive['count']})",
+        f"{naive['p50_us']:.0f} / {naive['p99_us']:.0f} µs",
+        "",
+        None,
+    )
     try:
-        product = harness.run_worker("answer_latency", {"mode": "product", "names": names,
-                                                        "requests": requests, "signed": True}, env)
+        product = harness.run_worker(
+            "answer_latency", {"mode": "product", "names": names, "requests": requests, "signed": True}, env
+        )
     except RuntimeError as exc:
-        return [naive_row, harness.failed_row("answer", "warm p99, signed V3, raw handler", exc, "≤ 250 µs"),
-                harness.failed_row("answer", "speed-up vs naive", exc, "≥ 20×")], {"naive": naive}
+        return [
+            naive_row,
+            harness.failed_row("answer", "warm p99, signed V3, raw handler", exc, "≤ 250 µs"),
+            harness.failed_row("answer", "speed-up vs naive", exc, "≥ 20×"),
+        ], {"naive": naive}
     speedup = naive["p50_us"] / product["p50_us"]
     speedup_p99 = naive["p99_us"] / product["p99_us"]
     results = [
-        Result("answer", f"warm p50, signed V3, raw handler (n={product['count']})",
-               f"{product['p50_us']:.0f} µs", "", None),
-        Result("answer", f"warm p99, signed V3, raw handler (n={product['count']})",
-               f"{product['p99_us']:.0f} µs", "≤ 250 µs", product["p99_us"] <= 250),
-        Result("answer", "warm CPU time p50 / p99 (thread time: excludes other processes)",
-               f"{product['cpu_p50_us']:.0f} / {product['cpu_p99_us']:.0f} µs", "", None),
-        Result("answer", "cyclic GC runs per 1000 warm answers (garbage cycles per request)",
-               f"{product['gc_runs'] * 1000 / product['count']:.1f}", "", None),
+        Result(
+            "answer",
+            f"warm p50, signed V3, raw handler (n={product['count']})",
+            f"{product['p50_us']:.0f} µs",
+            "",
+            None,
+        ),
+        Result(
+            "answer",
+            f"warm p99, signed V3, raw handler (n={product['count']})",
+            f"{product['p99_us']:.0f} µs",
+            "≤ 250 µs",
+            product["p99_us"] <= 250,
+        ),
+        Result(
+            "answer",
+            "warm CPU time p50 / p99 (thread time: excludes other processes)",
+            f"{product['cpu_p50_us']:.0f} / {product['cpu_p99_us']:.0f} µs",
+            "",
+            None,
+        ),
+        Result(
+            "answer",
+            "cyclic GC runs per 1000 warm answers (garbage cycles per request)",
+            f"{product['gc_runs'] * 1000 / product['count']:.1f}",
+            "",
+            None,
+        ),
         naive_row,
-        Result("answer", "speed-up vs naive (p50 ratio; p99 ratio)", f"{speedup:.0f}× ({speedup_p99:.0f}×)",
-               "≥ 20×", speedup >= 20),
+        Result(
+            "answer",
+            "speed-up vs naive (p50 ratio; p99 ratio)",
+            f"{speedup:.0f}× ({speedup_p99:.0f}×)",
+            "≥ 20×",
+            speedup >= 20,
+        ),
     ]
     return results, {"product": product, "naive": naive}

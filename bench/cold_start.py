@@ -33,25 +33,37 @@ def done(ok, detail=""):
     os._exit(0)
 """
 
-APP_SCRIPT = PRELUDE + """
+APP_SCRIPT = (
+    PRELUDE
+    + """
 import app
 resp = app.app(EVENT, Ctx())
 done(resp.get("statusCode") == 200 and os.environ["BENCH_MARK"] in (resp.get("body") or ""),
      str(resp.get("statusCode")) + " " + (resp.get("body") or "")[:200])
 """
+)
 
-BASELINE_SCRIPT = PRELUDE + """
+BASELINE_SCRIPT = (
+    PRELUDE
+    + """
 import boto3
 s3 = boto3.client("s3")
 body = s3.get_object(Bucket=os.environ["TEMPLATE_BUCKET"], Key=os.environ["BENCH_KEY"])["Body"].read()
 done(os.environ["BENCH_MARK"].encode() in body)
 """
+)
 
 
 def _start(script: str, env: dict[str, str]) -> dict:
     spawn = time.time()
-    proc = subprocess.run([harness.PYTHON, "-c", script], capture_output=True, env=env, cwd=harness.ROOT,
-                          timeout=60, check=False)
+    proc = subprocess.run(
+        [harness.PYTHON, "-c", script],
+        capture_output=True,
+        env=env,
+        cwd=harness.ROOT,
+        timeout=60,
+        check=False,
+    )
     lines = [x for x in proc.stdout.decode(errors="replace").splitlines() if x.startswith("{")]
     if not lines:
         tail = "\n".join(proc.stderr.decode(errors="replace").splitlines()[-10:])
@@ -68,8 +80,14 @@ def child_env(moto: harness.MotoServer, name: str) -> dict[str, str]:
     event = harness.api_event(harness.plivo_params(1, template=name), seq=1, signed=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PLIVO_", "TEMPLATE_"))}
     env.update(harness.answer_env(moto.url))
-    env.update({"BENCH_EVENT": json.dumps(event), "BENCH_MARK": f"this is {name}.",
-                "BENCH_KEY": f"{harness.PREFIX}{name}.xml", "PYTHONPATH": str(harness.ROOT)})
+    env.update(
+        {
+            "BENCH_EVENT": json.dumps(event),
+            "BENCH_MARK": f"this is {name}.",
+            "BENCH_KEY": f"{harness.PREFIX}{name}.xml",
+            "PYTHONPATH": str(harness.ROOT),
+        }
+    )
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
@@ -84,8 +102,11 @@ def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tupl
     except RuntimeError as exc:
         base = [_start(BASELINE_SCRIPT, env)["wall"] for _ in range(starts)]
         return [
-            Result("cold start", f"baseline: spawn → boto3 client + 1 GET, median of {starts}",
-                   f"{harness.median(base) * 1000:.0f} ms"),
+            Result(
+                "cold start",
+                f"baseline: spawn → boto3 client + 1 GET, median of {starts}",
+                f"{harness.median(base) * 1000:.0f} ms",
+            ),
             harness.failed_row("cold start", "ratio app / baseline", exc, "≤ 1.25×"),
         ], {"baseline_ms": harness.median(base) * 1000}
     for _ in range(starts):  # alternate, so background load hits both sides alike
@@ -96,9 +117,17 @@ def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tupl
     ratio = med["app"] / med["baseline"]
     results = [
         Result("cold start", f"app: spawn → first answer, median of {starts}", f"{med['app']:.0f} ms"),
-        Result("cold start", f"baseline: spawn → boto3 client + 1 GET, median of {starts}",
-               f"{med['baseline']:.0f} ms"),
-        Result("cold start", "ratio app / baseline (in-process only)",
-               f"{ratio:.2f}× ({inproc['app'] / inproc['baseline']:.2f}×)", "≤ 1.25×", ratio <= 1.25),
+        Result(
+            "cold start",
+            f"baseline: spawn → boto3 client + 1 GET, median of {starts}",
+            f"{med['baseline']:.0f} ms",
+        ),
+        Result(
+            "cold start",
+            "ratio app / baseline (in-process only)",
+            f"{ratio:.2f}× ({inproc['app'] / inproc['baseline']:.2f}×)",
+            "≤ 1.25×",
+            ratio <= 1.25,
+        ),
     ]
     return results, {"wall_ms": med, "in_process_ms": inproc, "starts": starts}

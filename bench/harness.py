@@ -58,7 +58,7 @@ def aws_env(endpoint: str) -> dict[str, str]:
     return {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's dummy credentials
+        "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
@@ -235,10 +235,18 @@ def seed_templates(endpoint: str, count: int = 50) -> list[str]:
         s3.create_bucket(Bucket=BUCKET)
     names = template_names(count)
     for name in names:
-        s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}{name}.xml", Body=template_source(name).encode(),
-                      ContentType="application/xml")
-    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}routes.json", Body=routes_json(names).encode(),
-                  ContentType="application/json")
+        s3.put_object(
+            Bucket=BUCKET,
+            Key=f"{PREFIX}{name}.xml",
+            Body=template_source(name).encode(),
+            ContentType="application/xml",
+        )
+    s3.put_object(
+        Bucket=BUCKET,
+        Key=f"{PREFIX}routes.json",
+        Body=routes_json(names).encode(),
+        ContentType="application/json",
+    )
     return names
 
 
@@ -287,10 +295,19 @@ def sign_v3(url: str, method: str, params: Mapping[str, str], nonce: str, token:
     return signature.compute(token, base, nonce, query, values)
 
 
-def proxy_event(method: str, path: str, *, domain: str, headers: Mapping[str, str],
-                query: Mapping[str, list[str]] | None = None, body: str | None = None,
-                is_base64: bool = False, request_id: str = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
-                source_ip: str = "18.215.140.21", stage: str = "api") -> dict:
+def proxy_event(
+    method: str,
+    path: str,
+    *,
+    domain: str,
+    headers: Mapping[str, str],
+    query: Mapping[str, list[str]] | None = None,
+    body: str | None = None,
+    is_base64: bool = False,
+    request_id: str = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+    source_ip: str = "18.215.140.21",
+    stage: str = "api",
+) -> dict:
     """An API Gateway REST (v1) Lambda proxy event for `https://{domain}/{stage}{path}` (the bench's and
     the tests' one builder). `query` is multi-valued, as API Gateway parses a query string."""
     api_id = domain.split(".", 1)[0]
@@ -324,8 +341,9 @@ def proxy_event(method: str, path: str, *, domain: str, headers: Mapping[str, st
     }
 
 
-def api_event(params: Mapping[str, str], path: str = "/answer", method: str = "POST", seq: int = 0,
-              signed: bool = True) -> dict:
+def api_event(
+    params: Mapping[str, str], path: str = "/answer", method: str = "POST", seq: int = 0, signed: bool = True
+) -> dict:
     """An API Gateway REST (v1) proxy event, as Lambda receives it for `method path` from Plivo."""
     body = urllib.parse.urlencode(params) if method == "POST" else None
     query = None if method == "POST" else {k: [v] for k, v in params.items()}
@@ -343,8 +361,16 @@ def api_event(params: Mapping[str, str], path: str = "/answer", method: str = "P
         nonce = f"{seq:020d}"
         headers["X-Plivo-Signature-V3-Nonce"] = nonce
         headers["X-Plivo-Signature-V3"] = sign_v3(PUBLIC_BASE_URL + path, method, params, nonce)
-    return proxy_event(method, path, domain=headers["Host"], headers=headers, query=query, body=body,
-                       request_id=f"req-{seq}", source_ip="52.9.254.127")
+    return proxy_event(
+        method,
+        path,
+        domain=headers["Host"],
+        headers=headers,
+        query=query,
+        body=body,
+        request_id=f"req-{seq}",
+        source_ip="52.9.254.127",
+    )
 
 
 class LambdaContext:
@@ -407,8 +433,11 @@ class Report:
         return [r for r in self.results if r.ok is False]
 
     def to_json(self) -> str:
-        return json.dumps({"results": [asdict(r) for r in self.results], "errors": self.errors,
-                           "details": self.details}, indent=2, default=str)
+        return json.dumps(
+            {"results": [asdict(r) for r in self.results], "errors": self.errors, "details": self.details},
+            indent=2,
+            default=str,
+        )
 
 
 def failed_row(area: str, metric: str, exc: BaseException, goal: str) -> Result:

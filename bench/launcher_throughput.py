@@ -86,9 +86,24 @@ class SimProcess:
         self.port = harness.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._proc = subprocess.Popen(
-            [harness.PYTHON, "-m", "devtools.plivo_sim", "--port", str(self.port), "--quiet",
-             "--auth-id", harness.AUTH_ID, "--auth-token", harness.AUTH_TOKEN, "--latency", str(latency)],
-            cwd=harness.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                harness.PYTHON,
+                "-m",
+                "devtools.plivo_sim",
+                "--port",
+                str(self.port),
+                "--quiet",
+                "--auth-id",
+                harness.AUTH_ID,
+                "--auth-token",
+                harness.AUTH_TOKEN,
+                "--latency",
+                str(latency),
+            ],
+            cwd=harness.ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -109,8 +124,9 @@ class SimProcess:
         return harness.cpu_seconds(self._proc.pid)
 
     def reset(self) -> None:
-        req = urllib.request.Request(f"{self.url}/__sim/reset", data=b"{}", method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.url}/__sim/reset", data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+        )
         urllib.request.urlopen(req, timeout=10).close()
 
     def stop(self) -> None:
@@ -127,6 +143,7 @@ def _launcher_worker(config: dict) -> dict:
         resources.reset()
         client = resources.dynamodb_resource().meta.client
         sent: list[str] = []
+
         def count(request, **kwargs) -> None:
             sent.append(request.headers.get("X-Amz-Target", b"?"))
 
@@ -151,8 +168,14 @@ def _launcher_worker(config: dict) -> dict:
     for target in sent:
         name = (target.decode() if isinstance(target, bytes) else str(target)).rsplit(".", 1)[-1]
         ops[name] = ops.get(name, 0) + 1
-    return {"summary": summary, "dynamodb": len(sent), "dynamodb_ops": ops, "elapsed": elapsed,
-            "launcher_cpu_s": cpu, "statuses": statuses}
+    return {
+        "summary": summary,
+        "dynamodb": len(sent),
+        "dynamodb_ops": ops,
+        "elapsed": elapsed,
+        "launcher_cpu_s": cpu,
+        "statuses": statuses,
+    }
 
 
 def _sequential_worker(config: dict) -> dict:
@@ -169,8 +192,12 @@ def _sequential_worker(config: dict) -> dict:
         item = job(i, "seq", now)
         base = harness.PUBLIC_BASE_URL
         response = client.calls.create(
-            from_=item["from"], to_=item["to"], answer_url=f"{base}/answer", answer_method="POST",
-            hangup_url=f"{base}/hangup?call_id={item['call_id']}", hangup_method="POST",
+            from_=item["from"],
+            to_=item["to"],
+            answer_url=f"{base}/answer",
+            answer_method="POST",
+            hangup_url=f"{base}/hangup?call_id={item['call_id']}",
+            hangup_method="POST",
             sip_headers=",".join(f"{k}={v}" for k, v in item["headers"].items()),
         )
         placed += bool(response.request_uuid)
@@ -186,13 +213,15 @@ def worker(config: dict) -> dict:
 
 def _env(moto: harness.MotoServer) -> dict[str, str]:
     env = harness.aws_env(moto.url)
-    env.update({
-        "PLIVO_AUTH_ID": harness.AUTH_ID,
-        "PLIVO_AUTH_TOKEN": harness.AUTH_TOKEN,
-        "PUBLIC_BASE_URL": harness.PUBLIC_BASE_URL,
-        "CALL_WINDOW": "00:00-23:59",
-        "LOG_LEVEL": "INFO",
-    })
+    env.update(
+        {
+            "PLIVO_AUTH_ID": harness.AUTH_ID,
+            "PLIVO_AUTH_TOKEN": harness.AUTH_TOKEN,
+            "PUBLIC_BASE_URL": harness.PUBLIC_BASE_URL,
+            "CALL_WINDOW": "00:00-23:59",
+            "LOG_LEVEL": "INFO",
+        }
+    )
     return env
 
 
@@ -207,19 +236,31 @@ def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tupl
         sim.stop()
 
 
-def _run(moto: harness.MotoServer, sim: SimProcess, env: dict[str, str], jobs: int,
-         seq_jobs: int) -> tuple[list[Result], dict]:
-    seq = harness.run_worker("launcher_throughput", {"mode": "sequential", "jobs": seq_jobs,
-                                                     "sim_url": sim.url}, env)
+def _run(
+    moto: harness.MotoServer, sim: SimProcess, env: dict[str, str], jobs: int, seq_jobs: int
+) -> tuple[list[Result], dict]:
+    seq = harness.run_worker(
+        "launcher_throughput", {"mode": "sequential", "jobs": seq_jobs, "sim_url": sim.url}, env
+    )
     results: list[Result] = []
     details: dict = {"sequential": seq}
     for cps in (10, 50):
         sim.reset()
         table = f"{TABLE_PREFIX}-{cps}-{int(time.time())}"
         moto_cpu, sim_cpu = moto.cpu_seconds(), sim.cpu_seconds()
-        out = harness.run_worker("launcher_throughput", {"mode": "launch", "table": table, "jobs": jobs,
-                                                         "cps": cps, "prefix": f"cps{cps}",
-                                                         "sim_url": sim.url}, env, timeout=600)
+        out = harness.run_worker(
+            "launcher_throughput",
+            {
+                "mode": "launch",
+                "table": table,
+                "jobs": jobs,
+                "cps": cps,
+                "prefix": f"cps{cps}",
+                "sim_url": sim.url,
+            },
+            env,
+            timeout=600,
+        )
         out["moto_cpu_s"] = moto.cpu_seconds() - moto_cpu
         out["sim_cpu_s"] = sim.cpu_seconds() - sim_cpu
         placed = out["summary"].get("placed", 0)
@@ -233,25 +274,53 @@ def _run(moto: harness.MotoServer, sim: SimProcess, env: dict[str, str], jobs: i
         per_second = [0] * (int(starts[-1] - starts[0]) + 1 if starts else 0)
         for stamp in starts:
             per_second[int(stamp - starts[0])] += 1
-        details[f"cps{cps}"] = out | {"achieved_cps": achieved, "peak": peak, "span_s": span,
-                                      "starts_per_second": per_second,
-                                      "busiest_window_offsets_s": in_window}
+        details[f"cps{cps}"] = out | {
+            "achieved_cps": achieved,
+            "peak": peak,
+            "span_s": span,
+            "starts_per_second": per_second,
+            "busiest_window_offsets_s": in_window,
+        }
         tag = f"CPS {cps}, {jobs} jobs"
         steady = f"{harness.median(per_second[:-1]):g}" if len(per_second) > 1 else "n/a"
         st = out["statuses"]
         lost = jobs - st.get("placed", 0) - st.get("pending", 0)
         results += [
-            Result("launcher", f"{tag}: placed in one pass (rest stays pending)",
-                   f"{placed} placed, {st.get('pending', 0)} pending, {lost} other", "none lost", lost == 0
-                   and placed == st.get("placed", 0)),
-            Result("launcher", f"{tag}: achieved / configured CPS",
-                   f"{achieved:.2f} / {cps} = {achieved / cps:.3f}", "≥ 0.95", achieved / cps >= 0.95),
-            Result("launcher", f"{tag}: starts per second, first 3 s; median of full seconds",
-                   f"{per_second[:3]}; {steady}", "", None),
+            Result(
+                "launcher",
+                f"{tag}: placed in one pass (rest stays pending)",
+                f"{placed} placed, {st.get('pending', 0)} pending, {lost} other",
+                "none lost",
+                lost == 0 and placed == st.get("placed", 0),
+            ),
+            Result(
+                "launcher",
+                f"{tag}: achieved / configured CPS",
+                f"{achieved:.2f} / {cps} = {achieved / cps:.3f}",
+                "≥ 0.95",
+                achieved / cps >= 0.95,
+            ),
+            Result(
+                "launcher",
+                f"{tag}: starts per second, first 3 s; median of full seconds",
+                f"{per_second[:3]}; {steady}",
+                "",
+                None,
+            ),
             Result("launcher", f"{tag}: most starts in any 1 s", str(peak), f"≤ {cps}", peak <= cps),
-            Result("launcher", f"{tag}: DynamoDB requests / placed call", f"{per_call:.2f}", "≤ 2.1",
-                   per_call <= 2.1),
-            Result("launcher", f"{tag}: speed-up vs sequential plivo-python",
-                   f"{achieved / seq['rate']:.1f}× ({seq['rate']:.2f} calls/s sequential)", "", None),
+            Result(
+                "launcher",
+                f"{tag}: DynamoDB requests / placed call",
+                f"{per_call:.2f}",
+                "≤ 2.1",
+                per_call <= 2.1,
+            ),
+            Result(
+                "launcher",
+                f"{tag}: speed-up vs sequential plivo-python",
+                f"{achieved / seq['rate']:.1f}× ({seq['rate']:.2f} calls/s sequential)",
+                "",
+                None,
+            ),
         ]
     return results, details

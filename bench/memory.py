@@ -49,8 +49,14 @@ def worker(config: dict) -> dict:
             fallbacks += 1
         if i % config["sample_every"] == 0:
             gc.collect()
-            samples.append({"request": i, "rss_kb": _status_kb("VmRSS"), "hwm_kb": _status_kb("VmHWM"),
-                            "seconds": round(time.monotonic() - started, 1)})
+            samples.append(
+                {
+                    "request": i,
+                    "rss_kb": _status_kb("VmRSS"),
+                    "hwm_kb": _status_kb("VmHWM"),
+                    "seconds": round(time.monotonic() - started, 1),
+                }
+            )
     return {
         "samples": samples,
         "hwm_kb": _status_kb("VmHWM"),
@@ -72,11 +78,26 @@ def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tupl
     peak_mb = out["hwm_kb"] / 1024
     s3 = out["s3"]
     results = [
-        Result("memory", f"peak RSS (VmHWM) after {total:,} answers", f"{peak_mb:.1f} MB", "< 100 MB",
-               peak_mb < 100),
-        Result("memory", f"RSS growth, request {half:,} → {end:,} ({out['unknown_names']:,} unknown names)",
-               f"{growth_mb:+.2f} MB", "≤ +1 MB (flat)", growth_mb <= 1.0),
-        Result("memory", f"S3 requests in those {total:,} answers (unknown names: {out['unknown_names']:,})",
-               f"{s3['requests']:,} ({s3['conditional']:,} conditional)", "", None),
+        Result(
+            "memory",
+            f"peak RSS (VmHWM) after {total:,} answers",
+            f"{peak_mb:.1f} MB",
+            "< 100 MB",
+            peak_mb < 100,
+        ),
+        Result(
+            "memory",
+            f"RSS growth, request {half:,} → {end:,} ({out['unknown_names']:,} unknown names)",
+            f"{growth_mb:+.2f} MB",
+            "≤ +1 MB (flat)",
+            growth_mb <= 1.0,
+        ),
+        Result(
+            "memory",
+            f"S3 requests in those {total:,} answers (unknown names: {out['unknown_names']:,})",
+            f"{s3['requests']:,} ({s3['conditional']:,} conditional)",
+            "",
+            None,
+        ),
     ]
     return results, out

@@ -51,10 +51,12 @@ def main() -> None:
         names = harness.seed_templates(moto.url, 50)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PLIVO_", "TEMPLATE_"))}
         env.update(harness.answer_env(moto.url, ttl=600))
-        env.update({"BENCH_NAMES": json.dumps(names), "BENCH_COUNT": str(count),
-                    "PYTHONPATH": str(harness.ROOT)})
-        subprocess.run([harness.PYTHON, "-c", CHILD], env=env, cwd=harness.ROOT, stderr=subprocess.DEVNULL,
-                       check=True)
+        env.update(
+            {"BENCH_NAMES": json.dumps(names), "BENCH_COUNT": str(count), "PYTHONPATH": str(harness.ROOT)}
+        )
+        subprocess.run(
+            [harness.PYTHON, "-c", CHILD], env=env, cwd=harness.ROOT, stderr=subprocess.DEVNULL, check=True
+        )
 
 
 if __name__ == "__main__":

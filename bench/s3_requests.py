@@ -51,8 +51,10 @@ def _answers(names: list[str], count: int, offset: int = 0) -> None:
     import app
 
     context = harness.LambdaContext()
-    events = [harness.api_event(harness.plivo_params(i, template=names[i % len(names)]), seq=i)
-              for i in range(len(names))]
+    events = [
+        harness.api_event(harness.plivo_params(i, template=names[i % len(names)]), seq=i)
+        for i in range(len(names))
+    ]
     for i in range(count):
         response = app.app(dict(events[(i + offset) % len(events)]), context)
         if response["statusCode"] != 200:
@@ -82,17 +84,26 @@ def worker(config: dict) -> dict:
 def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tuple[list[Result], dict]:
     inside = harness.run_worker("s3_requests", {"names": names}, harness.answer_env(moto.url, ttl=60))
     ttl = 3.0
-    after = harness.run_worker("s3_requests", {"names": names, "wait_ttl": True, "ttl": ttl},
-                               harness.answer_env(moto.url, ttl=ttl))
+    after = harness.run_worker(
+        "s3_requests", {"names": names, "wait_ttl": True, "ttl": ttl}, harness.answer_env(moto.url, ttl=ttl)
+    )
     a = after["after_ttl"]
     n_in = inside["inside_ttl"]["requests"]
     objects = len(names) + 1  # every template plus routes.json
     results = [
-        Result("S3", f"requests / 1000 warm answers inside TTL ({len(names)} templates)", str(n_in),
-               "≤ 2", n_in <= 2),
-        Result("S3", f"requests / 1000 answers right after TTL ({ttl:g} s) expired",
-               f"{a['requests']} ({a['conditional']} conditional, {a['not_modified']} × 304)",
-               f"conditional only, ≤ {objects}",
-               a["unconditional"] == 0 and a["requests"] <= objects and a["requests"] > 0),
+        Result(
+            "S3",
+            f"requests / 1000 warm answers inside TTL ({len(names)} templates)",
+            str(n_in),
+            "≤ 2",
+            n_in <= 2,
+        ),
+        Result(
+            "S3",
+            f"requests / 1000 answers right after TTL ({ttl:g} s) expired",
+            f"{a['requests']} ({a['conditional']} conditional, {a['not_modified']} × 304)",
+            f"conditional only, ≤ {objects}",
+            a["unconditional"] == 0 and a["requests"] <= objects and a["requests"] > 0,
+        ),
     ]
     return results, {"inside": inside, "after": after}

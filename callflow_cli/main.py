@@ -25,8 +25,17 @@ from chalicelib.calls.jobs import STATUSES
 from chalicelib.settings import ConfigError
 
 PLACEHOLDER_BASE = "https://callflow.invalid"
-OPTIONAL_FIELDS = ("tz", "window", "max_attempts", "caller_name", "answer_url", "answer_method",
-                   "ring_timeout", "time_limit", "machine_detection")
+OPTIONAL_FIELDS = (
+    "tz",
+    "window",
+    "max_attempts",
+    "caller_name",
+    "answer_url",
+    "answer_method",
+    "ring_timeout",
+    "time_limit",
+    "machine_detection",
+)
 JOB_FIELDS = ("call_id", "to", "from", "at", "due_at", *OPTIONAL_FIELDS)
 HEADER_COLUMN_PREFIXES = ("X-PH-", "header.")
 
@@ -36,6 +45,7 @@ class UserError(click.ClickException):
 
 
 # --------------------------------------------------------------------------- errors → one line
+
 
 def _aws_message(exc: BaseException) -> str | None:
     """A readable line for the AWS failures a user can cause or fix, else None."""
@@ -58,8 +68,16 @@ def _aws_message(exc: BaseException) -> str | None:
             return f"bucket {settings.template_bucket!r} does not exist (TEMPLATE_BUCKET)"
         if code == "ResourceNotFoundException":
             return f"table {settings.calls_table!r} does not exist (CALLS_TABLE)"
-        if code in ("AccessDenied", "AccessDeniedException", "403", "UnrecognizedClientException",
-                    "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException"):
+        if code in (
+            "AccessDenied",
+            "AccessDeniedException",
+            "403",
+            "UnrecognizedClientException",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "ExpiredToken",
+            "ExpiredTokenException",
+        ):
             return f"AWS refused the request ({code}): check your credentials and permissions"
         return f"AWS error {code}: {error.get('Message') or exc}"
     if isinstance(exc, bx.BotoCoreError):
@@ -90,6 +108,7 @@ def _fresh_resources() -> None:
 
 
 # --------------------------------------------------------------------------- templates
+
 
 def _template_files(directory: Path) -> tuple[dict[str, Path], Path | None]:
     if not directory.is_dir():
@@ -135,8 +154,9 @@ def check_directory(directory: Path) -> tuple[dict[str, bytes], bytes | None, li
             named += [(f"rule {i}", rule.template) for i, rule in enumerate(routes.rules, start=1)]
             for where, name in named:
                 if name not in files:
-                    problems.append(f"{routes_path}: {where} names template {name!r}, "
-                                    f"which is not in {directory}")
+                    problems.append(
+                        f"{routes_path}: {where} names template {name!r}, which is not in {directory}"
+                    )
     return sources, routes_source, problems
 
 
@@ -183,14 +203,24 @@ def templates_push(directory: Path) -> None:
     s3 = resources.s3_client()
     s3.head_bucket(Bucket=bucket)
     for name, source in sorted(sources.items()):
-        s3.put_object(Bucket=bucket, Key=f"{settings.template_prefix}{name}.xml", Body=source,
-                      ContentType="application/xml")
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"{settings.template_prefix}{name}.xml",
+            Body=source,
+            ContentType="application/xml",
+        )
     if routes is not None:
-        s3.put_object(Bucket=bucket, Key=f"{settings.template_prefix}routes.json", Body=routes,
-                      ContentType="application/json")
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"{settings.template_prefix}routes.json",
+            Body=routes,
+            ContentType="application/json",
+        )
     extra = " and routes.json" if routes is not None else ""
-    click.echo(f"uploaded {len(sources)} template{'s' if len(sources) != 1 else ''}{extra} "
-               f"to s3://{bucket}/{settings.template_prefix}")
+    click.echo(
+        f"uploaded {len(sources)} template{'s' if len(sources) != 1 else ''}{extra} "
+        f"to s3://{bucket}/{settings.template_prefix}"
+    )
 
 
 def _pairs(values: Iterable[str], what: str) -> dict[str, str]:
@@ -205,8 +235,13 @@ def _pairs(values: Iterable[str], what: str) -> dict[str, str]:
 
 @templates.command("render")
 @click.argument("name")
-@click.option("--param", "params", multiple=True, metavar="K=V",
-              help="a Plivo parameter of the call, e.g. X-PH-CustomerName=Ann or From=14155550100")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="K=V",
+    help="a Plivo parameter of the call, e.g. X-PH-CustomerName=Ann or From=14155550100",
+)
 def templates_render(name: str, params: tuple[str, ...]) -> None:
     """Print the XML a call gets from template NAME, with the given Plivo parameters."""
     from chalicelib.answer import plivo_xml
@@ -219,8 +254,14 @@ def templates_render(name: str, params: tuple[str, ...]) -> None:
         raise UserError(f"{name!r} is not a template name ([A-Za-z0-9], at most 64 characters)")
     settings = resources.settings()
     settings.require("template_bucket")
-    call = {"From": "14155550100", "To": "14155550199", "CallUUID": str(uuid.uuid4()),
-            "Direction": "outbound", "Event": "StartApp", "CallStatus": "in-progress"}
+    call = {
+        "From": "14155550100",
+        "To": "14155550199",
+        "CallUUID": str(uuid.uuid4()),
+        "Direction": "outbound",
+        "Event": "StartApp",
+        "CallStatus": "in-progress",
+    }
     call.update(_pairs(params, "--param"))
     call["X-PH-Template"] = name
     store = resources.template_store()
@@ -236,11 +277,14 @@ def templates_render(name: str, params: tuple[str, ...]) -> None:
         problem = str(exc)
     click.echo(render_answer(store, settings, call), nl=False)
     if problem:
-        raise UserError(f"template {name!r} does not render valid Plivo XML ({problem}); "
-                        "a call gets the fallback printed above")
+        raise UserError(
+            f"template {name!r} does not render valid Plivo XML ({problem}); "
+            "a call gets the fallback printed above"
+        )
 
 
 # --------------------------------------------------------------------------- calls
+
 
 def _repo():
     """The job repository, after checking CALLS_TABLE (a clearer first error than a missing region)."""
@@ -278,9 +322,13 @@ def build_job(fields: Mapping[str, Any], headers: Mapping[str, str], now: float)
     """A job item from user input, validated by the launcher's own check (validate_job); ValueError if bad."""
     from chalicelib.calls.call_body import JobInvalid, validate_job
 
-    job: dict[str, Any] = {"call_id": fields.get("call_id") or str(uuid.uuid4()), "status": "pending",
-                           "to": fields.get("to") or "", "from": fields.get("from") or "",
-                           "headers": dict(headers)}
+    job: dict[str, Any] = {
+        "call_id": fields.get("call_id") or str(uuid.uuid4()),
+        "status": "pending",
+        "to": fields.get("to") or "",
+        "from": fields.get("from") or "",
+        "headers": dict(headers),
+    }
     optional = {name: fields.get(name) for name in OPTIONAL_FIELDS if fields.get(name) not in (None, "")}
     try:
         job.update(validate_job({**job, **optional}))
@@ -309,14 +357,32 @@ def build_job(fields: Mapping[str, Any], headers: Mapping[str, str], now: float)
 @click.option("--max-attempts", type=int, help="attempts including retries (default MAX_ATTEMPTS)")
 @click.option("--caller-name", help="caller name shown to the callee (at most 50 characters)")
 @click.option("--answer-url", help="answer URL for this call (default PUBLIC_BASE_URL/answer)")
-def calls_add(to: str, from_: str, headers: tuple[str, ...], at: str | None, tz: str | None,
-              call_id: str | None, window: str | None, max_attempts: int | None, caller_name: str | None,
-              answer_url: str | None) -> None:
+def calls_add(
+    to: str,
+    from_: str,
+    headers: tuple[str, ...],
+    at: str | None,
+    tz: str | None,
+    call_id: str | None,
+    window: str | None,
+    max_attempts: int | None,
+    caller_name: str | None,
+    answer_url: str | None,
+) -> None:
     """Enqueue one call."""
     from chalicelib.calls.jobs import JobError
 
-    fields = {"to": to, "from": from_, "at": at, "tz": tz, "call_id": call_id, "window": window,
-              "max_attempts": max_attempts, "caller_name": caller_name, "answer_url": answer_url}
+    fields = {
+        "to": to,
+        "from": from_,
+        "at": at,
+        "tz": tz,
+        "call_id": call_id,
+        "window": window,
+        "max_attempts": max_attempts,
+        "caller_name": caller_name,
+        "answer_url": answer_url,
+    }
     try:
         job = build_job(fields, _pairs(headers, "--header"), datetime.now(UTC).timestamp())
     except ValueError as exc:
@@ -338,7 +404,7 @@ def _row_fields(row: Mapping[str, str | None]) -> tuple[dict[str, str], dict[str
         for prefix in HEADER_COLUMN_PREFIXES:
             if column.startswith(prefix):
                 if text:
-                    headers[column[len(prefix):]] = text
+                    headers[column[len(prefix) :]] = text
                 break
         else:
             fields[column] = text
@@ -365,8 +431,9 @@ def calls_import(file: Path) -> None:
         raise UserError(f"{file}: empty file (expected a header row with at least to,from)")
     unknown = [c for c in columns if c not in JOB_FIELDS and not c.startswith(HEADER_COLUMN_PREFIXES)]
     if unknown:
-        raise UserError(f"{file}:1: unknown column(s) {', '.join(unknown)} "
-                        f"(known: {', '.join(JOB_FIELDS)}, X-PH-<Name>)")
+        raise UserError(
+            f"{file}:1: unknown column(s) {', '.join(unknown)} (known: {', '.join(JOB_FIELDS)}, X-PH-<Name>)"
+        )
     missing = [c for c in ("to", "from") if c not in columns]
     if missing:
         raise UserError(f"{file}:1: missing column(s) {', '.join(missing)}")
@@ -377,8 +444,7 @@ def calls_import(file: Path) -> None:
     now = datetime.now(UTC).timestamp()
     imported = 0
     bad: list[str] = []
-    with click.progressbar(rows, label=f"importing {file.name}", file=sys.stderr,
-                           show_pos=True) as progress:
+    with click.progressbar(rows, label=f"importing {file.name}", file=sys.stderr, show_pos=True) as progress:
         for line, row in progress:
             try:
                 fields, headers = _row_fields(row)
@@ -388,8 +454,10 @@ def calls_import(file: Path) -> None:
                 bad.append(f"{file}:{line}: {exc}")
     for message in bad:
         click.echo(message, err=True)
-    click.echo(f"imported {imported} call{'s' if imported != 1 else ''}"
-               + (f", {len(bad)} bad row{'s' if len(bad) != 1 else ''} skipped" if bad else ""))
+    click.echo(
+        f"imported {imported} call{'s' if imported != 1 else ''}"
+        + (f", {len(bad)} bad row{'s' if len(bad) != 1 else ''} skipped" if bad else "")
+    )
     if bad:
         sys.exit(1)
 
@@ -413,8 +481,16 @@ def calls_list(status: str | None, as_json: bool) -> None:
     rows = [("CALL_ID", "STATUS", "DUE", "TO", "ATTEMPTS", "RESULT")]
     for item in items:
         result = item.get("outcome") or item.get("last_error") or ""
-        rows.append((str(item.get("call_id", "")), str(item.get("status", "")), _when(item.get("due_at")),
-                     str(item.get("to", "")), str(item.get("attempts", 0)), str(result)[:60]))
+        rows.append(
+            (
+                str(item.get("call_id", "")),
+                str(item.get("status", "")),
+                _when(item.get("due_at")),
+                str(item.get("to", "")),
+                str(item.get("attempts", 0)),
+                str(result)[:60],
+            )
+        )
     if len(rows) == 1:
         click.echo("no calls" + (f" with status {status}" if status else ""))
         return
@@ -438,6 +514,7 @@ def calls_cancel(call_id: str) -> None:
 
 
 # --------------------------------------------------------------------------- launcher
+
 
 @main.command("launch")
 def launch_command() -> None:

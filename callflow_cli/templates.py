@@ -9,7 +9,7 @@ from jinja2 import TemplateSyntaxError, meta, nodes
 
 from chalicelib.answer import plivo_xml
 from chalicelib.answer.render import (
-    MAX_SOURCE_BYTES,  # noqa: E402
+    MAX_SOURCE_BYTES,
     TemplateError,
     compile_template,
     environment,

@@ -5,7 +5,6 @@ signature, and always answer with XML. Nothing here may let an exception reach P
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,9 +14,8 @@ from urllib.parse import unquote_plus
 from chalice import Response
 
 from chalicelib import logs, resources, signature
+from chalicelib.logs import log
 from chalicelib.settings import ConfigError, Settings
-
-log = logs.get_logger(__name__)
 
 XML = {"Content-Type": "application/xml"}
 EMPTY_RESPONSE = '<?xml version="1.0" encoding="UTF-8"?>\n<Response/>\n'
@@ -153,9 +151,13 @@ def signature_problem(request: Any, settings: Settings, callback: Callback) -> s
 
 def _forbidden(request: Any, callback: Callback | None, reason: str) -> Response:
     # "cannot ..." means our configuration is wrong, not the caller: that needs an operator.
-    level = logging.ERROR if reason.startswith("cannot") else logging.WARNING
-    logs.log(log, level, "callback rejected", path=request.path, reason=reason,
-             call_uuid=callback.params.get("CallUUID") if callback else None)
+    emit = log.error if reason.startswith("cannot") else log.warning
+    emit(
+        "callback rejected",
+        path=request.path,
+        reason=reason,
+        call_uuid=callback.params.get("CallUUID") if callback else None,
+    )
     return Response(body="Forbidden\n", status_code=403, headers={"Content-Type": "text/plain"})
 
 
@@ -163,8 +165,7 @@ def _settings() -> Settings | None:
     try:
         return resources.settings()
     except ConfigError as exc:
-        logs.configure()
-        logs.log(log, logging.ERROR, "configuration error", cause=str(exc))
+        log.error("configuration error", cause=str(exc))
         return None
 
 
@@ -187,8 +188,12 @@ def _serve(
         return work(settings, callback)
     except Exception as exc:  # noqa: BLE001 - logged; neither the caller nor Plivo gets a trace
         params = callback.params if callback else {}
-        logs.log(log, logging.ERROR, failure, call_id=params.get("call_id"),
-                 call_uuid=params.get("CallUUID"), cause=f"{type(exc).__name__}: {exc}")
+        log.error(
+            failure,
+            call_id=params.get("call_id"),
+            call_uuid=params.get("CallUUID"),
+            cause=logs.cause(exc),
+        )
         return fallback()
 
 
@@ -196,7 +201,8 @@ def _xml(body: str, status: int = 200) -> Response:
     return Response(body=body, status_code=status, headers=XML)
 
 
-def answer(request: Any) -> Response:
+@logs.lambda_entry
+def answer(request: Any, context: Any = None) -> Response:
     """GET|POST /answer: 403 for a bad signature, otherwise 200 with valid Plivo XML, always."""
     from chalicelib.answer import pipeline
     from chalicelib.answer.render import BUILTIN_FALLBACK
@@ -208,11 +214,13 @@ def answer(request: Any) -> Response:
             store = None
         return _xml(pipeline.render_answer(store, settings, callback.params))
 
-    return _serve(request, render, lambda: _xml(BUILTIN_FALLBACK),
-                  "answer failed; serving the built-in fallback")
+    return _serve(
+        request, render, lambda: _xml(BUILTIN_FALLBACK), "answer failed; serving the built-in fallback"
+    )
 
 
-def hangup(request: Any) -> Response:
+@logs.lambda_entry
+def hangup(request: Any, context: Any = None) -> Response:
     """GET|POST /hangup?call_id=...: record the outcome, answer an empty <Response/>.
 
     A callback without call_id (a call callflow did not place) is acknowledged with 200 and a log line:
@@ -224,8 +232,11 @@ def hangup(request: Any) -> Response:
         params = callback.params
         call_id = params.get("call_id")
         if not call_id:
-            logs.log(log, logging.WARNING, "hangup callback without call_id; nothing to record",
-                     call_uuid=params.get("CallUUID"), call_status=params.get("CallStatus"))
+            log.warning(
+                "hangup callback without call_id; nothing to record",
+                call_uuid=params.get("CallUUID"),
+                call_status=params.get("CallStatus"),
+            )
             return _xml(EMPTY_RESPONSE)
         from chalicelib.calls.hangup import record_hangup
 
@@ -235,16 +246,27 @@ def hangup(request: Any) -> Response:
     return _serve(request, record, lambda: _xml(EMPTY_RESPONSE, 500), "hangup callback not recorded")
 
 
+@logs.lambda_entry
+def launch_calls(event: Any, context: Any = None) -> dict[str, int]:
+    """The scheduled Lambda: one launcher pass that stops in time for the Lambda's deadline."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return launch(remaining_ms=remaining)
+
 
 def launch(remaining_ms: Callable[[], int] | None = None) -> dict[str, int]:
-    """The scheduled Lambda's (and `callflow launch`'s) entry point: one pass with the live settings."""
+    """One launcher pass with the live settings: the scheduled Lambda's and `callflow launch`'s."""
     from chalicelib.calls.launcher import RUN_BUDGET_SECONDS, Launcher
 
     try:
         settings = resources.settings()
-        launcher = Launcher(resources.job_repository(), resources.plivo_client(), settings,
-                            remaining_ms=remaining_ms, run_budget=RUN_BUDGET_SECONDS)
+        launcher = Launcher(
+            resources.job_repository(),
+            resources.plivo_client(),
+            settings,
+            remaining_ms=remaining_ms,
+            run_budget=RUN_BUDGET_SECONDS,
+        )
     except Exception as exc:
-        logs.log(log, logging.ERROR, "launcher cannot start", cause=f"{type(exc).__name__}: {exc}")
+        log.error("launcher cannot start", cause=logs.cause(exc))
         raise
     return launcher.run()

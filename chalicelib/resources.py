@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 @functools.cache
 def settings() -> Settings:
     current = Settings.from_env()
-    logs.configure(current.log_level)
+    logs.set_level(current.log_level)
     return current
 
 
@@ -121,8 +121,17 @@ def plivo_client() -> PlivoClient:
 
 def reset() -> None:
     """Forget every memoized client and setting (tests, or the CLI after it changes the environment)."""
-    for getter in (settings, s3_client, dynamodb_resource, calls_table, ssm_client, template_store,
-                   job_repository, _resolved_auth_token, plivo_client):
+    for getter in (
+        settings,
+        s3_client,
+        dynamodb_resource,
+        calls_table,
+        ssm_client,
+        template_store,
+        job_repository,
+        _resolved_auth_token,
+        plivo_client,
+    ):
         getter.cache_clear()
     _token_failure.clear()
 

@@ -17,12 +17,27 @@ BUCKET = "callflow-templates"
 TABLE = "callflow-calls"
 
 # CloudFormation properties with no create_table equivalent that matter only in a real account.
-LOCAL_IRRELEVANT = frozenset({
-    "PointInTimeRecoverySpecification", "ContributorInsightsSpecification", "KinesisStreamSpecification",
-    "ImportSourceSpecification", "ResourcePolicy", "TableName", "TimeToLiveSpecification",
-})
-COPIED = ("AttributeDefinitions", "KeySchema", "BillingMode", "ProvisionedThroughput", "TableClass",
-          "DeletionProtectionEnabled", "Tags", "OnDemandThroughput")
+LOCAL_IRRELEVANT = frozenset(
+    {
+        "PointInTimeRecoverySpecification",
+        "ContributorInsightsSpecification",
+        "KinesisStreamSpecification",
+        "ImportSourceSpecification",
+        "ResourcePolicy",
+        "TableName",
+        "TimeToLiveSpecification",
+    }
+)
+COPIED = (
+    "AttributeDefinitions",
+    "KeySchema",
+    "BillingMode",
+    "ProvisionedThroughput",
+    "TableClass",
+    "DeletionProtectionEnabled",
+    "Tags",
+    "OnDemandThroughput",
+)
 
 
 def cfn_resource(logical_id: str, path: Path = RESOURCES) -> dict[str, Any]:
@@ -43,8 +58,12 @@ def _index(cfn: dict[str, Any]) -> dict[str, Any]:
 
 def create_table_args(properties: dict[str, Any], table_name: str) -> dict[str, Any]:
     """CloudFormation AWS::DynamoDB::Table Properties → boto3 `create_table` keyword arguments."""
-    unknown = set(properties) - set(COPIED) - LOCAL_IRRELEVANT - {
-        "GlobalSecondaryIndexes", "LocalSecondaryIndexes", "SSESpecification", "StreamSpecification"}
+    unknown = (
+        set(properties)
+        - set(COPIED)
+        - LOCAL_IRRELEVANT
+        - {"GlobalSecondaryIndexes", "LocalSecondaryIndexes", "SSESpecification", "StreamSpecification"}
+    )
     if unknown:
         names = ", ".join(sorted(unknown))
         raise ValueError(f"CallsTable property(ies) the local stack cannot create: {names}")
@@ -58,8 +77,10 @@ def create_table_args(properties: dict[str, Any], table_name: str) -> dict[str, 
         args["LocalSecondaryIndexes"] = [_index(i) for i in properties["LocalSecondaryIndexes"]]
     sse = properties.get("SSESpecification")
     if sse:
-        args["SSESpecification"] = {"Enabled": bool(sse.get("SSEEnabled", False)),
-                                    **{k: sse[k] for k in ("SSEType", "KMSMasterKeyId") if k in sse}}
+        args["SSESpecification"] = {
+            "Enabled": bool(sse.get("SSEEnabled", False)),
+            **{k: sse[k] for k in ("SSEType", "KMSMasterKeyId") if k in sse},
+        }
     stream = properties.get("StreamSpecification")
     if stream and stream.get("StreamViewType"):
         args["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
@@ -86,6 +107,7 @@ def ensure_table(dynamodb_client, table: str = TABLE, path: Path = RESOURCES) ->
         return False
     args = create_table_args(cfn_resource("CallsTable", path), table)
     dynamodb_client.create_table(**args)
-    dynamodb_client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 0.2,
-                                                                                   "MaxAttempts": 100})
+    dynamodb_client.get_waiter("table_exists").wait(
+        TableName=table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}
+    )
     return True

@@ -28,11 +28,33 @@ BIN = Path(sys.executable).parent
 
 # Top-level zip entries that must never ship: our dev tools and tests, and the dev-only dependencies
 # (requirements-dev.txt) with the packages they pull in.
-FORBIDDEN_TOP_LEVEL = frozenset({
-    "tests", "devtools", "bench", "templates", "infra", "dist",
-    "moto", "pytest", "_pytest", "pluggy", "click", "plivo", "hypothesis", "cfnlint", "samtranslator",
-    "ruff", "werkzeug", "flask", "responses", "xmltodict", "jsonschema", "pydantic", "networkx",
-})
+FORBIDDEN_TOP_LEVEL = frozenset(
+    {
+        "tests",
+        "devtools",
+        "bench",
+        "templates",
+        "infra",
+        "dist",
+        "moto",
+        "pytest",
+        "_pytest",
+        "pluggy",
+        "click",
+        "plivo",
+        "hypothesis",
+        "cfnlint",
+        "samtranslator",
+        "ruff",
+        "werkzeug",
+        "flask",
+        "responses",
+        "xmltodict",
+        "jsonschema",
+        "pydantic",
+        "networkx",
+    }
+)
 OUTPUTS = frozenset({"sam.json", "deployment.zip"})
 CHALICE_RUNTIME = frozenset({"chalice/app.py", "chalice/__init__.py"})
 
@@ -66,8 +88,17 @@ def chalice_package(staging: Path, stage: str, out: Path) -> None:
     # The template uses AWS::Region; chalice only insists that some region is configured.
     env.setdefault("AWS_DEFAULT_REGION", env.get("AWS_REGION", "us-east-1"))
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    cmd = [str(BIN / "chalice"), "package", "--pkg-format", "cloudformation", "--stage", stage,
-           "--merge-template", str(MERGE_TEMPLATE), str(out)]
+    cmd = [
+        str(BIN / "chalice"),
+        "package",
+        "--pkg-format",
+        "cloudformation",
+        "--stage",
+        stage,
+        "--merge-template",
+        str(MERGE_TEMPLATE),
+        str(out),
+    ]
     result = _run(cmd, staging, env)
     if result.returncode != 0:
         raise PackageError(f"chalice package failed:\n{result.stdout}{result.stderr}".rstrip())

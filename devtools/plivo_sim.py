@@ -72,13 +72,40 @@ ERROR_TEXT = {
 }
 
 # Plivo XML: which verbs each element may contain (PLIVO.md "Plivo XML").
-RESPONSE_VERBS = frozenset({
-    "Conference", "Dial", "DTMF", "GetDigits", "GetInput", "Hangup", "Message", "Play", "PreAnswer",
-    "Record", "Redirect", "Speak", "Wait", "MultiPartyCall", "Stream",
-})
-SSML_TAGS = frozenset({
-    "break", "cont", "emphasis", "lang", "p", "phoneme", "prosody", "s", "say-as", "sub", "w",
-})
+RESPONSE_VERBS = frozenset(
+    {
+        "Conference",
+        "Dial",
+        "DTMF",
+        "GetDigits",
+        "GetInput",
+        "Hangup",
+        "Message",
+        "Play",
+        "PreAnswer",
+        "Record",
+        "Redirect",
+        "Speak",
+        "Wait",
+        "MultiPartyCall",
+        "Stream",
+    }
+)
+SSML_TAGS = frozenset(
+    {
+        "break",
+        "cont",
+        "emphasis",
+        "lang",
+        "p",
+        "phoneme",
+        "prosody",
+        "s",
+        "say-as",
+        "sub",
+        "w",
+    }
+)
 ALLOWED_CHILDREN: dict[str, frozenset[str]] = {
     "Response": RESPONSE_VERBS,
     "GetDigits": frozenset({"Speak", "Play", "Wait"}),
@@ -245,8 +272,14 @@ class CallScript:
     def _speak(self, element) -> None:
         text = _text_of(element)
         self.spoken.append(text)
-        self.events.append({"verb": "Speak", "text": text, "voice": element.get("voice", "WOMAN"),
-                            "language": element.get("language", "en-US")})
+        self.events.append(
+            {
+                "verb": "Speak",
+                "text": text,
+                "voice": element.get("voice", "WOMAN"),
+                "language": element.get("language", "en-US"),
+            }
+        )
         self.seconds += max(1.0, len(text.split()) / 2.5)
 
     def _play(self, element) -> None:
@@ -269,9 +302,14 @@ class CallScript:
         elif tag == "Wait":
             self._wait(verb)
         elif tag in ("GetDigits", "GetInput"):
-            prompt = {"verb": tag, "action": verb.get("action"), "num_digits": verb.get("numDigits"),
-                      "valid_digits": verb.get("validDigits"), "input_type": verb.get("inputType"),
-                      "prompts": []}
+            prompt = {
+                "verb": tag,
+                "action": verb.get("action"),
+                "num_digits": verb.get("numDigits"),
+                "valid_digits": verb.get("validDigits"),
+                "input_type": verb.get("inputType"),
+                "prompts": [],
+            }
             self.events.append(prompt)
             for child in verb:
                 before = len(self.events)
@@ -337,7 +375,7 @@ class PlivoSimulator:
         self.rate_429 = 0.0
         self.rate_5xx = 0.0
         self.rate_timeout = 0.0
-        self._random = random.Random(seed)  # noqa: S311 - fault injection, not security
+        self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
@@ -354,8 +392,9 @@ class PlivoSimulator:
         self.port = self._server.server_address[1]
         self._stopping.clear()
         self._players = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="plivo-call")
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="plivo-sim", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="plivo-sim", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -395,8 +434,19 @@ class PlivoSimulator:
 
     def configure(self, knobs: Mapping[str, Any]) -> None:
         """Apply JSON knobs (the process mode's POST /__sim/config)."""
-        known = {"latency", "play_calls", "status_by_suffix", "status_script", "script", "rate_429",
-                 "rate_5xx", "rate_timeout", "hold_seconds", "ring_seconds", "answer_timeout"}
+        known = {
+            "latency",
+            "play_calls",
+            "status_by_suffix",
+            "status_script",
+            "script",
+            "rate_429",
+            "rate_5xx",
+            "rate_timeout",
+            "hold_seconds",
+            "ring_seconds",
+            "answer_timeout",
+        }
         unknown = set(knobs) - known
         if unknown:
             raise ValueError(f"unknown knob(s): {', '.join(sorted(unknown))}")
@@ -419,9 +469,11 @@ class PlivoSimulator:
             for to, replies in knobs["script"].items():
                 self.script[str(to)] = list(replies)
         if any(k in knobs for k in ("rate_429", "rate_5xx", "rate_timeout")):
-            self.set_faults(float(knobs.get("rate_429", self.rate_429)),
-                            float(knobs.get("rate_5xx", self.rate_5xx)),
-                            float(knobs.get("rate_timeout", self.rate_timeout)))
+            self.set_faults(
+                float(knobs.get("rate_429", self.rate_429)),
+                float(knobs.get("rate_5xx", self.rate_5xx)),
+                float(knobs.get("rate_timeout", self.rate_timeout)),
+            )
 
     def reset(self) -> None:
         """Forget recorded calls, requests and heard results (knobs stay)."""
@@ -495,8 +547,7 @@ class PlivoSimulator:
         destinations = body["to"].split("<")
         uuids = [_new_uuid() for _ in destinations]
         for to, request_uuid in zip(destinations, uuids, strict=True):
-            call = {"body": body, "time": arrived, "request_uuid": request_uuid, "api_id": api_id,
-                    "to": to}
+            call = {"body": body, "time": arrived, "request_uuid": request_uuid, "api_id": api_id, "to": to}
             self._record(self.calls, call)
             if self.play_calls and self._players is not None and not self._stopping.is_set():
                 try:
@@ -511,8 +562,15 @@ class PlivoSimulator:
         try:
             self._play(call)
         except Exception as exc:  # noqa: BLE001 - a dev tool must keep serving and say what went wrong
-            self._record(self.heard, {"to": call["to"], "request_uuid": call["request_uuid"], "spoken": [],
-                                      "error": f"simulator error: {exc!r}"})
+            self._record(
+                self.heard,
+                {
+                    "to": call["to"],
+                    "request_uuid": call["request_uuid"],
+                    "spoken": [],
+                    "error": f"simulator error: {exc!r}",
+                },
+            )
             self._say(f"plivo-sim: playing call to {call['to']} failed: {exc!r}")
 
     def _signed_request(self, session, method: str, url: str, params: dict[str, str]):
@@ -523,15 +581,24 @@ class PlivoSimulator:
             query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
             target = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
             signature = sign_v3(self.auth_token, "GET", url, params, nonce)
-            headers = {"X-Plivo-Signature-V3": signature, "X-Plivo-Signature-Ma-V3": signature,
-                       "X-Plivo-Signature-V3-Nonce": nonce, "User-Agent": "PlivoSimulator"}
+            headers = {
+                "X-Plivo-Signature-V3": signature,
+                "X-Plivo-Signature-Ma-V3": signature,
+                "X-Plivo-Signature-V3-Nonce": nonce,
+                "User-Agent": "PlivoSimulator",
+            }
             return session.get(target, headers=headers, timeout=(2.0, self.answer_timeout))
         signature = sign_v3(self.auth_token, "POST", url, params, nonce)
-        headers = {"X-Plivo-Signature-V3": signature, "X-Plivo-Signature-Ma-V3": signature,
-                   "X-Plivo-Signature-V3-Nonce": nonce, "User-Agent": "PlivoSimulator",
-                   "Content-Type": "application/x-www-form-urlencoded"}
-        return session.post(url.split("#", 1)[0], data=params, headers=headers,
-                            timeout=(2.0, self.answer_timeout))
+        headers = {
+            "X-Plivo-Signature-V3": signature,
+            "X-Plivo-Signature-Ma-V3": signature,
+            "X-Plivo-Signature-V3-Nonce": nonce,
+            "User-Agent": "PlivoSimulator",
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        return session.post(
+            url.split("#", 1)[0], data=params, headers=headers, timeout=(2.0, self.answer_timeout)
+        )
 
     def _fetch_answer(self, session, method: str, url: str, params: dict[str, str]) -> tuple[int, str, str]:
         """Request an answer URL like Plivo: up to 3 tries on connection errors and 5xx."""
@@ -562,19 +629,40 @@ class PlivoSimulator:
         call_uuid = _new_uuid()
         started = _now_text()
         base_params: dict[str, str] = {
-            "From": body["from"], "To": to, "CallUUID": call_uuid, "RequestUUID": call["request_uuid"],
-            "ALegUUID": call_uuid, "ALegRequestUUID": call["request_uuid"], "Direction": "outbound",
-            "BillRate": "0.00300", "ParentAuthID": self.auth_id,
+            "From": body["from"],
+            "To": to,
+            "CallUUID": call_uuid,
+            "RequestUUID": call["request_uuid"],
+            "ALegUUID": call_uuid,
+            "ALegRequestUUID": call["request_uuid"],
+            "Direction": "outbound",
+            "BillRate": "0.00300",
+            "ParentAuthID": self.auth_id,
         }
         if body.get("caller_name"):
             base_params["CallerName"] = str(body["caller_name"])
         base_params.update({f"X-PH-{name}": value for name, value in headers.items()})
         record: dict[str, Any] = {
-            "to": to, "from": body["from"], "request_uuid": call["request_uuid"], "call_uuid": call_uuid,
-            "headers": headers, "answer_url": body["answer_url"], "answer_status": None, "answer_xml": None,
-            "spoken": [], "played": [], "digits": [], "hangup": None, "events": [], "error": None,
-            "call_status": None, "hangup_cause": None, "duration": 0, "hangup_url": body.get("hangup_url"),
-            "hangup_status": None, "hangup_error": None,
+            "to": to,
+            "from": body["from"],
+            "request_uuid": call["request_uuid"],
+            "call_uuid": call_uuid,
+            "headers": headers,
+            "answer_url": body["answer_url"],
+            "answer_status": None,
+            "answer_xml": None,
+            "spoken": [],
+            "played": [],
+            "digits": [],
+            "hangup": None,
+            "events": [],
+            "error": None,
+            "call_status": None,
+            "hangup_cause": None,
+            "duration": 0,
+            "hangup_url": body.get("hangup_url"),
+            "hangup_status": None,
+            "hangup_error": None,
         }
         if self.ring_seconds:
             self._stopping.wait(self.ring_seconds)
@@ -585,8 +673,12 @@ class PlivoSimulator:
         with requests.Session() as session:
             if status == "completed":
                 answer_time = _now_text()
-                params = {**base_params, "Event": "StartApp", "CallStatus": "in-progress",
-                          "SessionStart": answer_time}
+                params = {
+                    **base_params,
+                    "Event": "StartApp",
+                    "CallStatus": "in-progress",
+                    "SessionStart": answer_time,
+                }
                 script = CallScript()
                 url, method = body["answer_url"], str(body.get("answer_method") or "POST")
                 for _ in range(MAX_REDIRECTS + 1):
@@ -609,20 +701,36 @@ class PlivoSimulator:
                         break
                     url, method = redirect, "POST"
                     params = {**params, "Event": "Redirect"}
-                record.update(events=script.events, spoken=script.spoken, played=script.played,
-                              digits=script.digits, hangup=script.hangup)
+                record.update(
+                    events=script.events,
+                    spoken=script.spoken,
+                    played=script.played,
+                    digits=script.digits,
+                    hangup=script.hangup,
+                )
                 duration = max(1, int(round(script.seconds)))
             record.update(call_status=status, hangup_cause=cause, duration=duration)
             hangup_url = body.get("hangup_url")
             if hangup_url and not self._stopping.is_set():
-                params = {**base_params, "Event": "Hangup", "CallStatus": status, "HangupCause": cause,
-                          "HangupCauseName": cause, "HangupCauseCode": code, "HangupSource": "Callee",
-                          "Duration": str(duration), "BillDuration": str(duration),
-                          "TotalCost": f"{0.003 * duration / 60:.5f}", "StartTime": started,
-                          "AnswerTime": answer_time, "EndTime": _now_text()}
+                params = {
+                    **base_params,
+                    "Event": "Hangup",
+                    "CallStatus": status,
+                    "HangupCause": cause,
+                    "HangupCauseName": cause,
+                    "HangupCauseCode": code,
+                    "HangupSource": "Callee",
+                    "Duration": str(duration),
+                    "BillDuration": str(duration),
+                    "TotalCost": f"{0.003 * duration / 60:.5f}",
+                    "StartTime": started,
+                    "AnswerTime": answer_time,
+                    "EndTime": _now_text(),
+                }
                 try:
-                    reply = self._signed_request(session, str(body.get("hangup_method") or "POST"),
-                                                 hangup_url, params)
+                    reply = self._signed_request(
+                        session, str(body.get("hangup_method") or "POST"), hangup_url, params
+                    )
                     record["hangup_status"] = reply.status_code
                 except requests.RequestException as exc:
                     record["hangup_error"] = f"{type(exc).__name__}: {exc}"
@@ -652,7 +760,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "PlivoSimulator/1.0"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler API
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _read_body(self) -> bytes:
@@ -671,11 +779,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(status, {"api_id": _new_uuid(), "error": message})
 
     # -- routing ---------------------------------------------------------------------------------------
-    def do_GET(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler API
+    def do_GET(self) -> None:
         path = urlsplit(self.path).path
         sim = self.sim
-        views = {"/__sim/calls": lambda: sim.calls, "/__sim/heard": lambda: sim.heard,
-                 "/__sim/requests": lambda: sim.requests}
+        views = {
+            "/__sim/calls": lambda: sim.calls,
+            "/__sim/heard": lambda: sim.heard,
+            "/__sim/requests": lambda: sim.requests,
+        }
         if path in views:
             with sim._lock:
                 payload = json.loads(json.dumps(views[path](), default=str))
@@ -687,7 +798,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._error(404, ERROR_TEXT[404])
 
-    def do_POST(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler API
+    def do_POST(self) -> None:
         path = urlsplit(self.path).path
         raw = self._read_body()
         if path == "/__sim/config":
@@ -718,16 +829,26 @@ class _Handler(BaseHTTPRequestHandler):
             user, _, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
-        return (secrets.compare_digest(user, sim.auth_id) and secrets.compare_digest(password, sim.auth_token)
-                and account == sim.auth_id)
+        return (
+            secrets.compare_digest(user, sim.auth_id)
+            and secrets.compare_digest(password, sim.auth_token)
+            and account == sim.auth_id
+        )
 
     def _make_call(self, account: str, raw: bytes) -> None:
         sim = self.sim
         arrived = time.time()
         if sim.latency > 0:
             sim._stopping.wait(sim.latency)
-        entry: dict[str, Any] = {"time": arrived, "path": self.path, "account": account, "body": None,
-                                 "to": None, "status": None, "error": None}
+        entry: dict[str, Any] = {
+            "time": arrived,
+            "path": self.path,
+            "account": account,
+            "body": None,
+            "to": None,
+            "status": None,
+            "error": None,
+        }
         if not self._authorised(account):
             entry.update(status=401, error=ERROR_TEXT[401])
             sim._record(sim.requests, entry)
@@ -790,10 +911,19 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _knobs(sim: PlivoSimulator) -> dict[str, Any]:
-    return {"latency": sim.latency, "play_calls": sim.play_calls, "status_by_suffix": sim.status_by_suffix,
-            "rate_429": sim.rate_429, "rate_5xx": sim.rate_5xx, "rate_timeout": sim.rate_timeout,
-            "hold_seconds": sim.hold_seconds, "ring_seconds": sim.ring_seconds,
-            "answer_timeout": sim.answer_timeout, "script": sim.script, "status_script": sim.status_script}
+    return {
+        "latency": sim.latency,
+        "play_calls": sim.play_calls,
+        "status_by_suffix": sim.status_by_suffix,
+        "rate_429": sim.rate_429,
+        "rate_5xx": sim.rate_5xx,
+        "rate_timeout": sim.rate_timeout,
+        "hold_seconds": sim.hold_seconds,
+        "ring_seconds": sim.ring_seconds,
+        "answer_timeout": sim.answer_timeout,
+        "script": sim.script,
+        "status_script": sim.status_script,
+    }
 
 
 def _suffix_map(items: list[str]) -> dict[str, str]:
@@ -814,8 +944,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--auth-token", required=True)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every Call API request")
     parser.add_argument("--play-calls", action="store_true", help="request answer_url and send hangups")
-    parser.add_argument("--status", action="append", default=[], metavar="SUFFIX=STATUS",
-                        help="CallStatus for destinations ending in SUFFIX (repeatable), e.g. 0=busy")
+    parser.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        metavar="SUFFIX=STATUS",
+        help="CallStatus for destinations ending in SUFFIX (repeatable), e.g. 0=busy",
+    )
     parser.add_argument("--ring-seconds", type=float, default=0.0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -824,9 +959,17 @@ def main(argv: list[str] | None = None) -> int:
     except (argparse.ArgumentTypeError, ValueError) as exc:
         parser.error(str(exc))
     logger = None if args.quiet else (lambda message: print(message, flush=True))
-    sim = PlivoSimulator(args.auth_id, args.auth_token, host=args.host, port=args.port, latency=args.latency,
-                         play_calls=args.play_calls, status_by_suffix=statuses,
-                         ring_seconds=args.ring_seconds, log=logger)
+    sim = PlivoSimulator(
+        args.auth_id,
+        args.auth_token,
+        host=args.host,
+        port=args.port,
+        latency=args.latency,
+        play_calls=args.play_calls,
+        status_by_suffix=statuses,
+        ring_seconds=args.ring_seconds,
+        log=logger,
+    )
     try:
         sim.start()
     except OSError as exc:

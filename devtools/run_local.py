@@ -49,6 +49,7 @@ def say(message: str = "") -> None:
 
 # --------------------------------------------------------------------------- ports and processes
 
+
 def port_problem(host: str, port: int) -> str | None:
     """None if `port` can be listened on, else why not (checked before anything is started)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -95,8 +96,15 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
-                                       stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         child = Child(name, process, log_path)
         self.children.append(child)
         return child
@@ -107,8 +115,9 @@ class Supervisor:
             if self.stop.is_set():
                 raise Interrupted()
             if child.process.poll() is not None:
-                raise StartupError(f"{child.name} exited during start-up (code {child.process.returncode}):\n"
-                                   f"{child.tail()}")
+                raise StartupError(
+                    f"{child.name} exited during start-up (code {child.process.returncode}):\n{child.tail()}"
+                )
             if ready():
                 return
             time.sleep(0.1)
@@ -174,6 +183,7 @@ def tcp_ready(host: str, port: int) -> Callable[[], bool]:
 
 # --------------------------------------------------------------------------- the stack
 
+
 @dataclass
 class Stack:
     """Ports and environment of one local stack; `env` is what every process (and the CLI) needs."""
@@ -201,20 +211,22 @@ class Stack:
         env = dict(os.environ if base is None else base)
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "PLIVO_AUTH_TOKEN_PARAM"):
             env.pop(name, None)
-        env.update({
-            "AWS_ENDPOINT_URL": self.moto_url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto accepts anything
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-            "TEMPLATE_BUCKET": local_aws.BUCKET,
-            "CALLS_TABLE": local_aws.TABLE,
-            "PLIVO_AUTH_ID": SIM_AUTH_ID,
-            "PLIVO_AUTH_TOKEN": SIM_AUTH_TOKEN,
-            "PLIVO_API_URL": self.plivo_url,
-            "PUBLIC_BASE_URL": self.api_url,
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "AWS_ENDPOINT_URL": self.moto_url,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_REGION": "us-east-1",
+                "TEMPLATE_BUCKET": local_aws.BUCKET,
+                "CALLS_TABLE": local_aws.TABLE,
+                "PLIVO_AUTH_ID": SIM_AUTH_ID,
+                "PLIVO_AUTH_TOKEN": SIM_AUTH_TOKEN,
+                "PLIVO_API_URL": self.plivo_url,
+                "PUBLIC_BASE_URL": self.api_url,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.setdefault("TEMPLATE_CACHE_TTL", "5")
         # A demo must dial whatever the hour; set CALL_WINDOW to watch the window logic.
         env.setdefault("CALL_WINDOW", "00:00-24:00")
@@ -222,9 +234,11 @@ class Stack:
         return env
 
     def ports(self) -> list[tuple[str, str, int]]:
-        return [("API (chalice local)", "API_PORT", self.api_port),
-                ("moto server", "MOTO_PORT", self.moto_port),
-                ("Plivo simulator", "PLIVO_PORT", self.plivo_port)]
+        return [
+            ("API (chalice local)", "API_PORT", self.api_port),
+            ("moto server", "MOTO_PORT", self.moto_port),
+            ("Plivo simulator", "PLIVO_PORT", self.plivo_port),
+        ]
 
     def check_ports(self) -> None:
         seen: dict[int, str] = {}
@@ -234,31 +248,59 @@ class Stack:
             seen[port] = label
             problem = port_problem(self.host, port)
             if problem:
-                raise StartupError(f"port {port} for the {label} is {problem}: stop what is using it, "
-                                   f"or pick another one, e.g. `make run {variable}={port + 1}`")
+                raise StartupError(
+                    f"port {port} for the {label} is {problem}: stop what is using it, "
+                    f"or pick another one, e.g. `make run {variable}={port + 1}`"
+                )
 
     def start(self, supervisor: Supervisor, status_by_suffix: Mapping[str, str] | None = None) -> None:
         """Start moto, create bucket and table, start the simulator and chalice local; all ready on return."""
         env = self.env()
         python = sys.executable
-        moto = supervisor.start("moto", [python, "-m", "moto.server", "-H", self.host, "-p",
-                                         str(self.moto_port)], env, self.root)
+        moto = supervisor.start(
+            "moto", [python, "-m", "moto.server", "-H", self.host, "-p", str(self.moto_port)], env, self.root
+        )
         supervisor.wait_ready(moto, http_ready(f"{self.moto_url}/moto-api/"), 30)
         try:
             self.create_resources()
         except Exception as exc:  # noqa: BLE001 - any failure here is reported as one line
-            raise StartupError(f"cannot create the bucket and table in moto: {type(exc).__name__}: {exc}") \
-                from None
-        sim_argv = [python, "-m", "devtools.plivo_sim", "--host", self.host, "--port", str(self.plivo_port),
-                    "--auth-id", SIM_AUTH_ID, "--auth-token", SIM_AUTH_TOKEN, "--play-calls"]
+            raise StartupError(
+                f"cannot create the bucket and table in moto: {type(exc).__name__}: {exc}"
+            ) from None
+        sim_argv = [
+            python,
+            "-m",
+            "devtools.plivo_sim",
+            "--host",
+            self.host,
+            "--port",
+            str(self.plivo_port),
+            "--auth-id",
+            SIM_AUTH_ID,
+            "--auth-token",
+            SIM_AUTH_TOKEN,
+            "--play-calls",
+        ]
         for suffix, status in (status_by_suffix or {}).items():
             sim_argv += ["--status", f"{suffix}={status}"]
         sim = supervisor.start("plivo-sim", sim_argv, env, self.root)
         chalice = supervisor.start(
             "chalice",
-            [python, "-c", "import sys; from chalice.cli import main; sys.exit(main())", "local",
-             "--stage", "local", "--host", self.host, "--port", str(self.api_port), "--no-autoreload"],
-            env, self.root,
+            [
+                python,
+                "-c",
+                "import sys; from chalice.cli import main; sys.exit(main())",
+                "local",
+                "--stage",
+                "local",
+                "--host",
+                self.host,
+                "--port",
+                str(self.api_port),
+                "--no-autoreload",
+            ],
+            env,
+            self.root,
         )
         supervisor.wait_ready(sim, http_ready(f"{self.plivo_url}/__sim/config"), 30)
         # A TCP connect, not a request: chalice local listens only once app.py is imported, and an early
@@ -269,21 +311,33 @@ class Stack:
         import boto3
 
         env = self.env()
-        return boto3.client(service, endpoint_url=self.moto_url, region_name=env["AWS_DEFAULT_REGION"],
-                            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+        return boto3.client(
+            service,
+            endpoint_url=self.moto_url,
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        )
 
     def create_resources(self) -> None:
         local_aws.ensure_bucket(self.boto_client("s3"), local_aws.BUCKET)
-        local_aws.ensure_table(self.boto_client("dynamodb"), local_aws.TABLE,
-                               self.root / "infra" / "resources.json")
+        local_aws.ensure_table(
+            self.boto_client("dynamodb"), local_aws.TABLE, self.root / "infra" / "resources.json"
+        )
 
     def callflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run the CLI as a user would (`python -m callflow_cli ...`) against this stack."""
         # Own session: Ctrl-C is for the supervisor, which lets a running command finish, then stops.
-        return subprocess.run([sys.executable, "-m", "callflow_cli", *args], cwd=self.root, env=self.env(),
-                              capture_output=True, text=True, timeout=timeout, check=False,
-                              start_new_session=True)
+        return subprocess.run(
+            [sys.executable, "-m", "callflow_cli", *args],
+            cwd=self.root,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            start_new_session=True,
+        )
 
     def heard(self) -> list[dict[str, Any]]:
         import requests
@@ -292,6 +346,7 @@ class Stack:
 
 
 # --------------------------------------------------------------------------- scheduler and demo
+
 
 class Scheduler(threading.Thread):
     """chalice local runs no schedules: run the launcher now and then every `interval` seconds."""
@@ -309,9 +364,15 @@ class Scheduler(threading.Thread):
 
     def run_once(self) -> None:
         """One `callflow launch` in a child process (a fresh interpreter, like a Lambda invocation)."""
-        process = subprocess.Popen([sys.executable, "-m", "callflow_cli", "launch"], cwd=self.stack.root,
-                                   env=self.stack.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "callflow_cli", "launch"],
+            cwd=self.stack.root,
+            env=self.stack.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         watcher = threading.Thread(target=self._stop_on_shutdown, args=(process,), daemon=True)
         watcher.start()
         stdout, stderr = process.communicate()
@@ -376,9 +437,12 @@ def describe(job: Mapping[str, Any], heard: Mapping[str, Any] | None) -> list[st
     outcome = job.get("outcome") or (heard or {}).get("call_status") or "?"
     cause = job.get("hangup_cause") or (heard or {}).get("hangup_cause") or ""
     duration = job.get("duration", (heard or {}).get("duration", 0))
-    lines.append(f"  The call ended: {outcome}{f' ({cause})' if cause else ''} after {duration} s; "
-                 f"the job is now {job.get('status')}"
-                 + (f", CallUUID {job['call_uuid']}" if job.get("call_uuid") else "") + ".")
+    lines.append(
+        f"  The call ended: {outcome}{f' ({cause})' if cause else ''} after {duration} s; "
+        f"the job is now {job.get('status')}"
+        + (f", CallUUID {job['call_uuid']}" if job.get("call_uuid") else "")
+        + "."
+    )
     return lines
 
 
@@ -403,8 +467,9 @@ def _event_words(event: Mapping[str, Any]) -> str:
     return f"<{verb}> {event.get('text') or ''}".rstrip()
 
 
-def wait_for_demo(stack: Stack, call_id: str, stop: threading.Event,
-                  timeout: float) -> tuple[dict, dict | None]:
+def wait_for_demo(
+    stack: Stack, call_id: str, stop: threading.Event, timeout: float
+) -> tuple[dict, dict | None]:
     """Wait until the demo job has its hangup recorded (final, or back to pending for a retry)."""
     from boto3.dynamodb.types import TypeDeserializer
 
@@ -415,8 +480,9 @@ def wait_for_demo(stack: Stack, call_id: str, stop: threading.Event,
     deadline = time.monotonic() + timeout
     job: dict[str, Any] = {}
     while time.monotonic() < deadline and not stop.is_set():
-        item = client.get_item(TableName=local_aws.TABLE, Key={"call_id": {"S": call_id}},
-                               ConsistentRead=True).get("Item")
+        item = client.get_item(
+            TableName=local_aws.TABLE, Key={"call_id": {"S": call_id}}, ConsistentRead=True
+        ).get("Item")
         if item:
             job = plain({k: deserialize(v) for k, v in item.items()})
             if job.get("status") in FINAL_STATUSES or job.get("outcome"):
@@ -424,19 +490,23 @@ def wait_for_demo(stack: Stack, call_id: str, stop: threading.Event,
                 heard = None
                 settle = time.monotonic() + 5
                 while heard is None and time.monotonic() < settle and not stop.is_set():
-                    heard = next((h for h in stack.heard()
-                                  if h.get("request_uuid") == job.get("request_uuid")), None)
+                    heard = next(
+                        (h for h in stack.heard() if h.get("request_uuid") == job.get("request_uuid")), None
+                    )
                     if heard is None:
                         stop.wait(0.1)
                 return job, heard
         stop.wait(0.25)
     if stop.is_set():
         raise Interrupted()
-    raise TimeoutError(f"the demo call had no outcome after {timeout:.0f} s (job status "
-                       f"{job.get('status', 'missing')}); see {stack.root / '.local' / 'logs'}")
+    raise TimeoutError(
+        f"the demo call had no outcome after {timeout:.0f} s (job status "
+        f"{job.get('status', 'missing')}); see {stack.root / '.local' / 'logs'}"
+    )
 
 
 # --------------------------------------------------------------------------- main
+
 
 def run(stack: Stack, interval: float, demo: bool, demo_timeout: float) -> int:
     stop = threading.Event()
@@ -450,8 +520,10 @@ def run(stack: Stack, interval: float, demo: bool, demo_timeout: float) -> int:
     code = 0
     try:
         stack.check_ports()
-        say(f"starting moto server on {stack.moto_url}, the Plivo simulator on {stack.plivo_url}, "
-            f"chalice local on {stack.api_url} ...")
+        say(
+            f"starting moto server on {stack.moto_url}, the Plivo simulator on {stack.plivo_url}, "
+            f"chalice local on {stack.api_url} ..."
+        )
         stack.start(supervisor, status_by_suffix={"0": "busy"})
         pushed = stack.callflow("templates", "push", str(stack.root / "templates"))
         if stop.is_set():
@@ -463,8 +535,10 @@ def run(stack: Stack, interval: float, demo: bool, demo_timeout: float) -> int:
         if stop.is_set():
             raise Interrupted()
         if call_id:
-            say(f"enqueued demo call {call_id} to {DEMO_TO} with headers "
-                + ", ".join(f"X-PH-{k}={v}" for k, v in DEMO_HEADERS.items()))
+            say(
+                f"enqueued demo call {call_id} to {DEMO_TO} with headers "
+                + ", ".join(f"X-PH-{k}={v}" for k, v in DEMO_HEADERS.items())
+            )
         scheduler = Scheduler(stack, interval, stop)
         scheduler.start()
         supervisor.threads.append(scheduler)
@@ -500,10 +574,21 @@ def run(stack: Stack, interval: float, demo: bool, demo_timeout: float) -> int:
 
 def banner(stack: Stack, interval: float) -> None:
     env = stack.env({})
-    exports = " ".join(f"{name}={env[name]}" for name in (
-        "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-        "TEMPLATE_BUCKET", "CALLS_TABLE", "PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN", "PLIVO_API_URL",
-        "PUBLIC_BASE_URL"))
+    exports = " ".join(
+        f"{name}={env[name]}"
+        for name in (
+            "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+            "TEMPLATE_BUCKET",
+            "CALLS_TABLE",
+            "PLIVO_AUTH_ID",
+            "PLIVO_AUTH_TOKEN",
+            "PLIVO_API_URL",
+            "PUBLIC_BASE_URL",
+        )
+    )
     say("")
     say(f"callflow is running: answer URL {stack.api_url}/answer, hangup URL {stack.api_url}/hangup.")
     say(f"The launcher runs every {interval:.0f} s. Logs: {stack.root / '.local' / 'logs'}/")
@@ -525,8 +610,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-demo", action="store_true", help="do not enqueue the demo call")
     parser.add_argument("--demo-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
-    stack = Stack(args.api_port, args.moto_port, args.plivo_port, host=args.host, root=Path.cwd(),
-                  extra_env={"RETRY_DELAYS": os.environ.get("RETRY_DELAYS", "60")})
+    stack = Stack(
+        args.api_port,
+        args.moto_port,
+        args.plivo_port,
+        host=args.host,
+        root=Path.cwd(),
+        extra_env={"RETRY_DELAYS": os.environ.get("RETRY_DELAYS", "60")},
+    )
     return run(stack, args.interval, not args.no_demo, args.demo_timeout)
 
 

@@ -38,6 +38,7 @@ PLIVO_QUERY = (
 
 # ---------------------------------------------------------------- environment
 
+
 def apply_env(mp, values: Mapping[str, str], unset: Iterable[str] = ()) -> None:
     """Lambda-like environment through pytest's monkeypatch: `unset` removed, AWS_ENV + `values` set."""
     for name in unset:
@@ -47,6 +48,7 @@ def apply_env(mp, values: Mapping[str, str], unset: Iterable[str] = ()) -> None:
 
 
 # ---------------------------------------------------------------- moto
+
 
 def serialise_moto(mp) -> None:
     """Real DynamoDB applies each conditional write atomically; in-process moto does not lock, so
@@ -84,13 +86,20 @@ def upload_templates(s3_client, bucket: str, prefix: str) -> None:
 
 def make_job(call_id: str, due_at: float | None = None, **fields) -> dict[str, Any]:
     """A pending call job (SPEC "Call jobs"), due 5 s ago unless `due_at` says otherwise."""
-    job = {"call_id": call_id, "status": "pending", "due_at": time.time() - 5 if due_at is None else due_at,
-           "to": "14155550100", "from": "14155559999", "headers": {"CustomerId": "C42", "Lang": "en"}}
+    job = {
+        "call_id": call_id,
+        "status": "pending",
+        "due_at": time.time() - 5 if due_at is None else due_at,
+        "to": "14155550100",
+        "from": "14155559999",
+        "headers": {"CustomerId": "C42", "Lang": "en"},
+    }
     job.update(fields)
     return job
 
 
 # ---------------------------------------------------------------- Plivo V3 signatures (plivo-python)
+
 
 def plivo_sign(method: str, uri: str, params: Mapping[str, Any], nonce: str, token: str) -> str:
     """Sign as Plivo does, with the SDK's own URL construction (the oracle, not our signature module)."""
@@ -101,10 +110,13 @@ def plivo_sign(method: str, uri: str, params: Mapping[str, Any], nonce: str, tok
     return get_signature_v3(token.encode(), url.decode("utf-8"), nonce.encode()).decode()
 
 
-def signed_headers(method: str, uri: str, params: Mapping[str, Any] | None, nonce: str,
-                   token: str) -> dict[str, str]:
-    return {"X-Plivo-Signature-V3": plivo_sign(method, uri, params or {}, nonce, token),
-            "X-Plivo-Signature-V3-Nonce": nonce}
+def signed_headers(
+    method: str, uri: str, params: Mapping[str, Any] | None, nonce: str, token: str
+) -> dict[str, str]:
+    return {
+        "X-Plivo-Signature-V3": plivo_sign(method, uri, params or {}, nonce, token),
+        "X-Plivo-Signature-V3-Nonce": nonce,
+    }
 
 
 def form(params: Mapping[str, Any]) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 
@@ -22,13 +21,25 @@ def bare_env(monkeypatch):
 
 def _event() -> dict:
     return {
-        "resource": "/answer", "path": "/answer", "httpMethod": "GET",
-        "headers": {"Host": "example.com"}, "multiValueHeaders": {"Host": ["example.com"]},
+        "resource": "/answer",
+        "path": "/answer",
+        "httpMethod": "GET",
+        "headers": {"Host": "example.com"},
+        "multiValueHeaders": {"Host": ["example.com"]},
         "queryStringParameters": {"CallUUID": "log-test-uuid"},
         "multiValueQueryStringParameters": {"CallUUID": ["log-test-uuid"]},
-        "pathParameters": None, "stageVariables": None, "body": None, "isBase64Encoded": False,
-        "requestContext": {"resourcePath": "/answer", "httpMethod": "GET", "path": "/api/answer",
-                           "stage": "api", "domainName": "example.com", "requestId": "r1"},
+        "pathParameters": None,
+        "stageVariables": None,
+        "body": None,
+        "isBase64Encoded": False,
+        "requestContext": {
+            "resourcePath": "/answer",
+            "httpMethod": "GET",
+            "path": "/api/answer",
+            "stage": "api",
+            "domainName": "example.com",
+            "requestId": "r1",
+        },
     }
 
 
@@ -47,11 +58,34 @@ def test_an_answer_fallback_is_logged_once_as_json(bare_env, capfd):
 
 
 def test_log_fields_are_json_even_for_odd_values(capfd):
-    logs.configure("INFO")
-    log = logs.get_logger("chalicelib.test")
-    logs.log(log, logging.WARNING, "odd", value=object(), text="line\nbreak \u2603")
+    logs.set_level("INFO")
+    logs.log.warning("odd", value=object(), text="line\nbreak \u2603")
     out, err = capfd.readouterr()
     found = [x for x in (out + err).splitlines() if x.strip()]
     (line,) = found
     record = json.loads(line)
     assert record["message"] == "odd" and record["text"] == "line\nbreak \u2603"
+
+
+def test_lambda_context_and_cold_start_are_on_the_handlers_lines(bare_env, capfd):
+    """Powertools injects the Lambda context (request id, function) and the cold-start flag."""
+    import app
+
+    class Context:
+        function_name = "callflow-answer"
+        function_version = "$LATEST"
+        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:callflow-answer"
+        memory_limit_in_mb = 256
+        aws_request_id = "req-ctx-1"
+        log_group_name = log_stream_name = "x"
+
+        @staticmethod
+        def get_remaining_time_in_millis():
+            return 10_000
+
+    assert app.app(_event(), Context())["statusCode"] == 200
+    out, err = capfd.readouterr()
+    records = [json.loads(line) for line in (out + err).splitlines() if line.strip().startswith("{")]
+    fallback = next(r for r in records if r.get("call_uuid") == "log-test-uuid")
+    assert fallback["function_request_id"] == "req-ctx-1" and fallback["function_name"] == "callflow-answer"
+    assert "cold_start" in fallback

@@ -8,19 +8,16 @@ apology, and logs one ERROR line with the CallUUID and every cause.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib import logs
 from chalicelib.answer import plivo_xml, render
 from chalicelib.answer.render import BUILTIN_FALLBACK, TemplateError
 from chalicelib.answer.routes import EMPTY_ROUTES, RoutesError
 from chalicelib.answer.store import StoreUnavailable, TemplateBroken, TemplateMissing
+from chalicelib.logs import log
 from chalicelib.settings import Settings
-
-log = logs.get_logger(__name__)
 
 
 def _try(
@@ -106,7 +103,9 @@ def render_answer(store: Any, settings: Settings, params: Mapping[str, str]) -> 
 
 
 def _log_fallback(params: Mapping[str, str], causes: list[str], served: str) -> None:
-    logs.log(
-        log, logging.ERROR, "answer fell back", call_uuid=params.get("CallUUID"),
-        cause="; ".join(causes), served=served,
+    log.error(
+        "answer fell back",
+        call_uuid=params.get("CallUUID"),
+        cause="; ".join(causes),
+        served=served,
     )

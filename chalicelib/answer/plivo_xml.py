@@ -13,10 +13,25 @@ from defusedxml.ElementTree import DefusedXMLParser
 
 MAX_BYTES = 100 * 1024
 
-VERBS = frozenset({
-    "Conference", "Dial", "DTMF", "GetDigits", "GetInput", "Hangup", "Message", "Play", "PreAnswer",
-    "Record", "Redirect", "Speak", "Wait", "MultiPartyCall", "Stream",
-})
+VERBS = frozenset(
+    {
+        "Conference",
+        "Dial",
+        "DTMF",
+        "GetDigits",
+        "GetInput",
+        "Hangup",
+        "Message",
+        "Play",
+        "PreAnswer",
+        "Record",
+        "Redirect",
+        "Speak",
+        "Wait",
+        "MultiPartyCall",
+        "Stream",
+    }
+)
 SSML = frozenset({"break", "cont", "emphasis", "lang", "p", "phoneme", "prosody", "s", "say-as", "sub", "w"})
 _PROMPTS = frozenset({"Speak", "Play", "Wait"})
 
@@ -127,4 +142,3 @@ def first_problem(document: str | bytes) -> str | None:
     """The first problem or None: the cheap check on the answer path."""
     found = problems(document, first_only=True)
     return found[0] if found else None
-

@@ -134,7 +134,6 @@ def render(template, context: Mapping[str, Any], limit: int = plivo_xml.MAX_BYTE
     return "".join(parts)
 
 
-
 BUILTIN_FALLBACK = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
     "<Response>\n"

@@ -55,7 +55,7 @@ def parse_routes(text: str | bytes) -> Routes:
     except (ValueError, UnicodeDecodeError) as exc:
         raise RoutesError(f"routes.json is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise RoutesError("routes.json must be a JSON object with \"default\" and/or \"rules\"")
+        raise RoutesError('routes.json must be a JSON object with "default" and/or "rules"')
     unknown = sorted(set(data) - {"default", "rules"})
     if unknown:
         raise RoutesError(f"routes.json has unknown key(s): {', '.join(unknown)}")
@@ -64,21 +64,21 @@ def parse_routes(text: str | bytes) -> Routes:
         raise RoutesError(f"routes.json default {default!r} is not a template name ([A-Za-z0-9]{{1,64}})")
     raw_rules = data.get("rules", [])
     if not isinstance(raw_rules, list):
-        raise RoutesError("routes.json \"rules\" must be a list")
+        raise RoutesError('routes.json "rules" must be a list')
     rules = []
     for number, raw in enumerate(raw_rules, start=1):
         where = f"routes.json rule {number}"
         if not isinstance(raw, dict) or set(raw) != {"when", "template"}:
-            raise RoutesError(f"{where} must be an object with exactly \"when\" and \"template\"")
+            raise RoutesError(f'{where} must be an object with exactly "when" and "template"')
         if not is_template_name(raw["template"]):
             raise RoutesError(f"{where}: template {raw['template']!r} is not a template name")
         when = raw["when"]
         if not isinstance(when, dict):
-            raise RoutesError(f"{where}: \"when\" must be an object of header name -> value")
+            raise RoutesError(f'{where}: "when" must be an object of header name -> value')
         pairs = []
         for name, value in when.items():
             if name.lower().startswith(HEADER_PREFIX):
-                name = name[len(HEADER_PREFIX):]
+                name = name[len(HEADER_PREFIX) :]
             if not HEADER_NAME_RE.match(name):
                 raise RoutesError(f"{where}: header name {name!r} must be letters and digits")
             if not isinstance(value, str):

@@ -10,7 +10,6 @@ a 403 is an access problem and handled as an outage.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import OrderedDict
@@ -19,12 +18,10 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib import logs
 from chalicelib.answer import render, routes
 from chalicelib.answer.render import TemplateError
 from chalicelib.answer.routes import EMPTY_ROUTES, Routes, RoutesError
-
-log = logs.get_logger(__name__)
+from chalicelib.logs import log
 
 ROUTES_NAME = "routes.json"
 _NOT_MODIFIED = object()
@@ -151,8 +148,10 @@ class TemplateStore:
                 _log_stale(label, exc)
             entry.checked_at = now - self.ttl + min(self._error_backoff, self.ttl)
             return None
-        same_etag = entry is not None and fetched not in (_NOT_MODIFIED, _MISSING) and (
-            fetched[1] is not None and fetched[1] == entry.etag
+        same_etag = (
+            entry is not None
+            and fetched not in (_NOT_MODIFIED, _MISSING)
+            and (fetched[1] is not None and fetched[1] == entry.etag)
         )
         unchanged = fetched is _NOT_MODIFIED or same_etag
         if unchanged:
@@ -239,12 +238,15 @@ class TemplateStore:
                 return _MISSING
             self._down_until = now + self._error_backoff
             if status == 403 or code in _DENIED_CODES:
-                logs.log(log, logging.ERROR, "S3 denied access to the template store; check the role's "
-                         "s3:GetObject and s3:ListBucket grants", key=key, cause=code or "403")
+                log.error(
+                    "S3 denied access to the template store; check the role's "
+                    "s3:GetObject and s3:ListBucket grants",
+                    key=key,
+                    cause=code or "403",
+                )
                 raise StoreUnavailable(f"S3 get {key}: access denied ({code or 403})") from None
             raise StoreUnavailable(f"S3 get {key}: {type(exc).__name__}: {exc}") from None
 
 
 def _log_stale(name: str, exc: Exception) -> None:
-    logs.log(log, logging.WARNING, "S3 unavailable; serving the cached version",
-             template=name, cause=str(exc))
+    log.warning("S3 unavailable; serving the cached version", template=name, cause=str(exc))

@@ -139,8 +139,10 @@ def validate_job(job: Mapping[str, Any]) -> dict[str, Any]:
 
     problems.extend(header_problems(job.get("headers")))
 
-    for field, parse, shape in (("window", schedule.parse_window, "text like HH:MM-HH:MM"),
-                                ("tz", schedule.zone, "text naming an IANA time zone")):
+    for field, parse, shape in (
+        ("window", schedule.parse_window, "text like HH:MM-HH:MM"),
+        ("tz", schedule.zone, "text naming an IANA time zone"),
+    ):
         value = job.get(field)
         if value in (None, ""):
             continue
@@ -164,8 +166,9 @@ def validate_job(job: Mapping[str, Any]) -> dict[str, Any]:
         if value not in (None, ""):
             number = whole_number(value)
             if number is None or not 1 <= number <= MAX_NUMBER:
-                problems.append(f"{field} {_shown(value)} must be a whole number{unit} "
-                                f"from 1 to {MAX_NUMBER}")
+                problems.append(
+                    f"{field} {_shown(value)} must be a whole number{unit} from 1 to {MAX_NUMBER}"
+                )
             else:
                 clean[field] = number
     detection = job.get("machine_detection")
@@ -188,14 +191,16 @@ def build_call_body(job: Mapping[str, Any], public_base_url: str) -> dict[str, A
     for field in ("caller_name", "ring_timeout", "time_limit", "machine_detection"):
         if field in clean:
             body[field] = clean[field]
-    body.update({
-        "from": job["from"],
-        "to": job["to"],
-        "answer_url": clean.get("answer_url") or f"{public_base_url.rstrip('/')}/answer",
-        "answer_method": clean.get("answer_method", "POST"),
-        "hangup_url": hangup_url(public_base_url, job["call_id"]),
-        "hangup_method": "POST",
-    })
+    body.update(
+        {
+            "from": job["from"],
+            "to": job["to"],
+            "answer_url": clean.get("answer_url") or f"{public_base_url.rstrip('/')}/answer",
+            "answer_method": clean.get("answer_method", "POST"),
+            "hangup_url": hangup_url(public_base_url, job["call_id"]),
+            "hangup_method": "POST",
+        }
+    )
     encoded = encode(job.get("headers"))
     if encoded:
         body["sip_headers"] = encoded

@@ -3,19 +3,17 @@ callee was busy or did not answer. Plivo may repeat a callback, so applying one 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import logs
 from chalicelib.calls import schedule
 from chalicelib.calls.call_body import whole_number
+from chalicelib.logs import log
 from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
     from chalicelib.calls.jobs import JobRepository
 
-log = logs.get_logger(__name__)
 
 RETRYABLE = ("busy", "no-answer", "timeout")
 # Statuses in which the job is waiting for a call's outcome. `dialing`: the callback beat the launcher's
@@ -24,8 +22,9 @@ OPEN_STATUSES = ("dialing", "placed", "unknown")
 MAX_TRIES = 5
 
 
-def record_hangup(repo: JobRepository, settings: Settings, call_id: str, params: Mapping[str, str],
-                  now: float) -> None:
+def record_hangup(
+    repo: JobRepository, settings: Settings, call_id: str, params: Mapping[str, str], now: float
+) -> None:
     """Apply Plivo's hangup parameters to job `call_id`. Never raises for an unknown or settled job."""
     call_status = (params.get("CallStatus") or "").strip().lower()
     call_uuid = params.get("CallUUID") or ""
@@ -33,19 +32,24 @@ def record_hangup(repo: JobRepository, settings: Settings, call_id: str, params:
     for _ in range(MAX_TRIES):
         job = repo.get(call_id) if call_id else None
         if job is None:
-            logs.log(log, logging.WARNING, "hangup for an unknown job ignored", **fields)
+            log.warning("hangup for an unknown job ignored", **fields)
             return
         reason = _ignore_reason(job, params)
         if reason:
-            logs.log(log, logging.INFO, f"hangup ignored: {reason}", status=job.get("status"), **fields)
+            log.info(f"hangup ignored: {reason}", status=job.get("status"), **fields)
             return
         changes, remove = transition(job, settings, params, now)
         if repo.record_outcome(call_id, job["status"], int(job.get("attempts") or 0), changes, remove):
-            logs.log(log, logging.INFO, "hangup recorded", status=changes["status"],
-                     hangup_cause=params.get("HangupCause"), attempts=job.get("attempts"), **fields)
+            log.info(
+                "hangup recorded",
+                status=changes["status"],
+                hangup_cause=params.get("HangupCause"),
+                attempts=job.get("attempts"),
+                **fields,
+            )
             return
         # The job changed under us (a duplicate callback, or the launcher's own write): look again.
-    logs.log(log, logging.ERROR, "hangup not recorded: job kept changing", **fields)
+    log.error("hangup not recorded: job kept changing", **fields)
 
 
 def _ignore_reason(job: Mapping[str, Any], params: Mapping[str, str]) -> str | None:
@@ -64,8 +68,9 @@ def _ignore_reason(job: Mapping[str, Any], params: Mapping[str, str]) -> str | N
     return None
 
 
-def transition(job: Mapping[str, Any], settings: Settings, params: Mapping[str, str],
-               now: float) -> tuple[dict[str, Any], tuple[str, ...]]:
+def transition(
+    job: Mapping[str, Any], settings: Settings, params: Mapping[str, str], now: float
+) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The job's new fields for this hangup: retry later, completed, or failed. Pure, except for a
     WARNING when the stored max_attempts is malformed."""
     call_status = (params.get("CallStatus") or "").strip().lower()
@@ -90,8 +95,9 @@ def transition(job: Mapping[str, Any], settings: Settings, params: Mapping[str, 
             due = schedule.next_opening(window, tz, due)
         except schedule.WindowError:
             pass  # the launcher fails the job with the reason when it comes due
-        changes.update(status="pending", due_at=due,
-                       last_error=f"attempt {attempts} of {max_attempts}: {call_status}")
+        changes.update(
+            status="pending", due_at=due, last_error=f"attempt {attempts} of {max_attempts}: {call_status}"
+        )
     else:
         changes["status"] = "failed"
         if call_status in RETRYABLE:
@@ -110,8 +116,12 @@ def _max_attempts(job: Mapping[str, Any], settings: Settings) -> int:
         return settings.max_attempts
     number = whole_number(value)
     if number is None or number < 1:
-        logs.log(log, logging.WARNING, "job max_attempts is malformed; using MAX_ATTEMPTS",
-                 call_id=job.get("call_id"), max_attempts=repr(value), fallback=settings.max_attempts)
+        log.warning(
+            "job max_attempts is malformed; using MAX_ATTEMPTS",
+            call_id=job.get("call_id"),
+            max_attempts=repr(value),
+            fallback=settings.max_attempts,
+        )
         return settings.max_attempts
     return number
 

@@ -130,8 +130,11 @@ class JobRepository:
                 UpdateExpression="SET #s = :cancelled, updated_at = :now",
                 ConditionExpression="#s = :pending",
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":cancelled": "cancelled", ":pending": "pending",
-                                           ":now": _num(self.clock())},
+                ExpressionAttributeValues={
+                    ":cancelled": "cancelled",
+                    ":pending": "pending",
+                    ":now": _num(self.clock()),
+                },
                 ReturnValues="ALL_NEW",
             )
         except self._conditional_failed():
@@ -145,16 +148,21 @@ class JobRepository:
 
     # --- the launcher ----------------------------------------------------------------------------
 
-    def query_status(self, status: str, due_before: float | None = None,
-                     page_size: int = 100) -> Iterator[dict[str, Any]]:
+    def query_status(
+        self, status: str, due_before: float | None = None, page_size: int = 100
+    ) -> Iterator[dict[str, Any]]:
         """Jobs in `status` (due by `due_before`), oldest first, one GSI page in memory at a time."""
         from boto3.dynamodb.conditions import Key
 
         condition = Key("status").eq(status)
         if due_before is not None:
             condition = condition & Key("due_at").lte(_num(due_before))
-        kwargs: dict[str, Any] = {"IndexName": STATUS_INDEX, "KeyConditionExpression": condition,
-                                  "ScanIndexForward": True, "Limit": page_size}
+        kwargs: dict[str, Any] = {
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": condition,
+            "ScanIndexForward": True,
+            "Limit": page_size,
+        }
         yield from _pages(self.table.query, kwargs)
 
     def claim(self, call_id: str, now: float) -> dict[str, Any] | None:
@@ -162,21 +170,32 @@ class JobRepository:
         try:
             reply = self.table.update_item(
                 Key={"call_id": call_id},
-                UpdateExpression="SET #s = :dialing, updated_at = :now, claimed_at = :now "
-                                 "ADD attempts :one",
+                UpdateExpression="SET #s = :dialing, updated_at = :now, claimed_at = :now ADD attempts :one",
                 ConditionExpression="#s = :pending AND due_at <= :now",
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":dialing": "dialing", ":pending": "pending",
-                                           ":now": _num(now), ":one": 1},
+                ExpressionAttributeValues={
+                    ":dialing": "dialing",
+                    ":pending": "pending",
+                    ":now": _num(now),
+                    ":one": 1,
+                },
                 ReturnValues="ALL_NEW",
             )
         except self._conditional_failed():
             return None
         return plain(reply["Attributes"])
 
-    def release(self, call_id: str, now: float, *, status: str, due_at: float | None = None,
-                last_error: str | None = None, count_attempt: bool = False,
-                transient_error: bool = False) -> bool:
+    def release(
+        self,
+        call_id: str,
+        now: float,
+        *,
+        status: str,
+        due_at: float | None = None,
+        last_error: str | None = None,
+        count_attempt: bool = False,
+        transient_error: bool = False,
+    ) -> bool:
         """dialing → `status` (pending/failed/unknown). Unless the request may have reached Plivo
         (`count_attempt`), the attempt the claim counted is given back."""
         sets = ["#s = :status", "updated_at = :now"]
@@ -203,19 +222,27 @@ class JobRepository:
     def mark_placed(self, call_id: str, now: float, request_uuid: str | None, api_id: str | None) -> bool:
         """dialing → placed with Plivo's ids. If a hangup callback already moved the job on, only the
         ids are recorded (the callback's state wins)."""
-        values = {":placed": "placed", ":now": _num(now), ":dialing": "dialing",
-                  ":uuid": request_uuid or "", ":api": api_id or ""}
+        values = {
+            ":placed": "placed",
+            ":now": _num(now),
+            ":dialing": "dialing",
+            ":uuid": request_uuid or "",
+            ":api": api_id or "",
+        }
         done = self._conditional_update(
             call_id,
             "SET #s = :placed, updated_at = :now, request_uuid = :uuid, api_id = :api, "
             "transient_errors = :zero REMOVE last_error",
-            "#s = :dialing", {**values, ":zero": 0},
+            "#s = :dialing",
+            {**values, ":zero": 0},
         )
         if not done:
             del values[":placed"], values[":dialing"]
             self._conditional_update(
-                call_id, "SET request_uuid = :uuid, api_id = :api, updated_at = :now",
-                "attribute_exists(call_id)", values,
+                call_id,
+                "SET request_uuid = :uuid, api_id = :api, updated_at = :now",
+                "attribute_exists(call_id)",
+                values,
             )
         return done
 
@@ -225,14 +252,25 @@ class JobRepository:
             call_id,
             "SET #s = :unknown, updated_at = :now, last_error = :err",
             "#s = :dialing AND (attribute_not_exists(updated_at) OR updated_at <= :cutoff)",
-            {":unknown": "unknown", ":now": _num(now), ":err": message, ":dialing": "dialing",
-             ":cutoff": _num(cutoff)},
+            {
+                ":unknown": "unknown",
+                ":now": _num(now),
+                ":err": message,
+                ":dialing": "dialing",
+                ":cutoff": _num(cutoff),
+            },
         )
 
     # --- the hangup callback ---------------------------------------------------------------------
 
-    def record_outcome(self, call_id: str, expected_status: str, expected_attempts: int,
-                       changes: Mapping[str, Any], remove: tuple[str, ...] = ()) -> bool:
+    def record_outcome(
+        self,
+        call_id: str,
+        expected_status: str,
+        expected_attempts: int,
+        changes: Mapping[str, Any],
+        remove: tuple[str, ...] = (),
+    ) -> bool:
         """Apply a hangup's changes only if the job is still as read (status and attempts)."""
         names = {"#s": "status"}
         values: dict[str, Any] = {":expected": expected_status, ":attempts": expected_attempts}
@@ -250,8 +288,11 @@ class JobRepository:
             condition = "#s = :expected AND (attribute_not_exists(attempts) OR attempts = :attempts)"
         try:
             self.table.update_item(
-                Key={"call_id": call_id}, UpdateExpression=expression, ConditionExpression=condition,
-                ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+                Key={"call_id": call_id},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
             )
         except self._conditional_failed():
             return False
@@ -259,11 +300,16 @@ class JobRepository:
 
     # --- helpers ---------------------------------------------------------------------------------
 
-    def _conditional_update(self, call_id: str, expression: str, condition: str,
-                            values: dict[str, Any]) -> bool:
+    def _conditional_update(
+        self, call_id: str, expression: str, condition: str, values: dict[str, Any]
+    ) -> bool:
         names = {"#s": "status"} if "#s" in expression or "#s" in condition else None
-        kwargs: dict[str, Any] = {"Key": {"call_id": call_id}, "UpdateExpression": expression,
-                                  "ConditionExpression": condition, "ExpressionAttributeValues": values}
+        kwargs: dict[str, Any] = {
+            "Key": {"call_id": call_id},
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
         if names:
             kwargs["ExpressionAttributeNames"] = names
         try:

@@ -8,7 +8,6 @@ overlaps), then records the outcome. Anything it does not reach stays `pending` 
 from __future__ import annotations
 
 import gc
-import logging
 import math
 import sys
 import threading
@@ -21,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 from chalicelib import logs
 from chalicelib.calls import plivo_api, schedule
 from chalicelib.calls.call_body import JobInvalid, build_call_body, whole_number
+from chalicelib.logs import log
 from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
     from chalicelib.calls.jobs import JobRepository
     from chalicelib.calls.plivo_api import PlivoClient
 
-log = logs.get_logger(__name__)
 
 SUMMARY_KEYS = ("due", "placed", "deferred", "failed", "unknown", "skipped")
 EXPECTED_LATENCY = 1.5  # seconds of Plivo latency the worker pool is sized to hide
@@ -52,8 +51,14 @@ class RateLimiter:
 
     PACE = 0.9
 
-    def __init__(self, cps: float, margin: float = 0.025, cold_start: float = 0.1,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        cps: float,
+        margin: float = 0.025,
+        cold_start: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         if cps >= 1:
             self.capacity, self.period = int(cps), 1.0 + margin
         else:
@@ -114,11 +119,20 @@ def worker_count(cps: float) -> int:
 class Launcher:
     """One launcher pass over the jobs in `repo`, dialling through `plivo` (a PlivoClient)."""
 
-    def __init__(self, repo: JobRepository, plivo: PlivoClient, settings: Settings, *,
-                 clock: Callable[[], float] = time.time,
-                 remaining_ms: Callable[[], int] | None = None, workers: int | None = None,
-                 run_budget: float | None = None, stale_after: float = STALE_DIALING_SECONDS,
-                 page_size: int = 100, limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        repo: JobRepository,
+        plivo: PlivoClient,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        remaining_ms: Callable[[], int] | None = None,
+        workers: int | None = None,
+        run_budget: float | None = None,
+        stale_after: float = STALE_DIALING_SECONDS,
+        page_size: int = 100,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.repo = repo
         self.plivo = plivo
         self.settings = settings
@@ -176,9 +190,14 @@ class Launcher:
                         slots.release()
         finally:
             summary = {key: self.counts[key] for key in SUMMARY_KEYS}
-            logs.log(log, logging.INFO, "launcher run finished", summary=summary,
-                     seconds=round(self.clock() - started, 3), stopped=self.stop_reason,
-                     cps=self.settings.plivo_cps, workers=self.workers)
+            log.info(
+                "launcher run finished",
+                summary=summary,
+                seconds=round(self.clock() - started, 3),
+                stopped=self.stop_reason,
+                cps=self.settings.plivo_cps,
+                workers=self.workers,
+            )
         return summary
 
     def _pass(self, pool: ThreadPoolExecutor, slots: threading.Semaphore, started: float) -> int:
@@ -194,9 +213,11 @@ class Launcher:
                     return 0
                 pool.submit(self._handle_slot, item["call_id"], started, slots)
                 handed += 1
-        except Exception as exc:  # DynamoDB refused a page: finish what is claimed, report, stop
-            logs.log(log, logging.ERROR, "cannot read due jobs; the rest stay pending",
-                     cause=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - DynamoDB refused a page: finish what is claimed, report, stop
+            log.error(
+                "cannot read due jobs; the rest stay pending",
+                cause=logs.cause(exc),
+            )
             self.stop_reason = self.stop_reason or "due jobs could not be read"
             return 0  # jobs already handed out still go ahead
         return handed
@@ -210,13 +231,13 @@ class Launcher:
             self._halt("run budget used")
         return self._stop.is_set()
 
-    def _halt(self, reason: str, level: int = logging.INFO) -> None:
+    def _halt(self, reason: str, error: bool = False) -> None:
         with self._lock:
             if self._stop.is_set():
                 return
             self.stop_reason = reason
             self._stop.set()
-        logs.log(log, level, "launcher stops claiming jobs", reason=reason)
+        (log.error if error else log.info)("launcher stops claiming jobs", reason=reason)
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -227,10 +248,13 @@ class Launcher:
     def _handle_slot(self, call_id: str, started: float, slots: threading.Semaphore) -> None:
         try:
             self._handle(call_id, started)
-        except Exception as exc:  # one job's trouble never ends the pass; the sweep settles a stuck job
+        except Exception as exc:  # noqa: BLE001 - one job's trouble never ends the pass; the sweep settles a stuck job
             self._count("skipped")
-            logs.log(log, logging.ERROR, "launcher job error", call_id=call_id,
-                     cause=f"{type(exc).__name__}: {exc}")
+            log.error(
+                "launcher job error",
+                call_id=call_id,
+                cause=logs.cause(exc),
+            )
         finally:
             slots.release()
 
@@ -250,7 +274,7 @@ class Launcher:
             opening = schedule.next_opening(window, tz, now)
         except (schedule.WindowError, JobInvalid) as exc:
             self._finish(call_id, "failed", "failed", last_error=f"invalid job: {exc}")
-            logs.log(log, logging.WARNING, "invalid job not dialled", call_id=call_id, cause=str(exc))
+            log.warning("invalid job not dialled", call_id=call_id, cause=str(exc))
             return
         if opening > now:
             self._finish(call_id, "deferred", "pending", due_at=opening)
@@ -269,36 +293,52 @@ class Launcher:
             self._count("placed")
             try:
                 self.repo.mark_placed(call_id, now, result.request_uuid, result.api_id)
-            except Exception as exc:  # the call exists: never release it for another dial
-                logs.log(log, logging.ERROR, "call placed but not recorded; a later run marks it unknown",
-                         request_uuid=result.request_uuid, cause=f"{type(exc).__name__}: {exc}", **fields)
+            except Exception as exc:  # noqa: BLE001 - the call exists: never release it for another dial
+                log.error(
+                    "call placed but not recorded; a later run marks it unknown",
+                    request_uuid=result.request_uuid,
+                    cause=logs.cause(exc),
+                    **fields,
+                )
                 return
-            logs.log(log, logging.INFO, "call placed", request_uuid=result.request_uuid,
-                     api_id=result.api_id, **fields)
+            log.info(
+                "call placed",
+                request_uuid=result.request_uuid,
+                api_id=result.api_id,
+                **fields,
+            )
         elif result.outcome == plivo_api.RETRY:
             errors = (whole_number(job.get("transient_errors")) or 0) + 1
             if errors >= schedule.MAX_TRANSIENT_ERRORS:  # Plivo keeps refusing this one: stop cycling
                 message = f"gave up after {errors} transient errors in a row: {result.error}"
                 self._finish(call_id, "failed", "failed", last_error=message, transient_error=True)
-                logs.log(log, logging.ERROR, "call not placed, giving up", cause=result.error,
-                         transient_errors=errors, **fields)
+                log.error(
+                    "call not placed, giving up",
+                    cause=result.error,
+                    transient_errors=errors,
+                    **fields,
+                )
                 return
             due = now + schedule.transient_delay(errors)
-            self._finish(call_id, "deferred", "pending", due_at=due, last_error=result.error,
-                         transient_error=True)
-            logs.log(log, logging.WARNING, "call not placed, will retry", cause=result.error,
-                     due_at=round(due), **fields)
+            self._finish(
+                call_id, "deferred", "pending", due_at=due, last_error=result.error, transient_error=True
+            )
+            log.warning(
+                "call not placed, will retry",
+                cause=result.error,
+                due_at=round(due),
+                **fields,
+            )
         elif result.outcome == plivo_api.UNKNOWN:
             self._finish(call_id, "unknown", "unknown", last_error=result.error, count_attempt=True)
-            logs.log(log, logging.ERROR, "call may or may not be placed", cause=result.error, **fields)
+            log.error("call may or may not be placed", cause=result.error, **fields)
         elif result.outcome == plivo_api.AUTH_ERROR:
             self._finish(call_id, "skipped", "pending", last_error=result.error)
-            self._halt("Plivo rejected the credentials (401)", logging.ERROR)
-            logs.log(log, logging.ERROR, "Plivo authentication failed; run stopped",
-                     cause=result.error, **fields)
+            self._halt("Plivo rejected the credentials (401)", error=True)
+            log.error("Plivo authentication failed; run stopped", cause=result.error, **fields)
         else:
             self._finish(call_id, "failed", "failed", last_error=result.error)
-            logs.log(log, logging.WARNING, "call rejected by Plivo", cause=result.error, **fields)
+            log.warning("call rejected by Plivo", cause=result.error, **fields)
 
     def _finish(self, call_id: str, counter: str, status: str, **changes: Any) -> None:
         self.repo.release(call_id, self.clock(), status=status, **changes)
@@ -309,9 +349,8 @@ class Launcher:
     def _expire_stale(self, now: float) -> None:
         try:
             self._expire_stale_jobs(now)
-        except Exception as exc:  # the sweep can wait for the next run; due calls cannot
-            logs.log(log, logging.ERROR, "stale dialing jobs not checked",
-                     cause=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - the sweep can wait for the next run; due calls cannot
+            log.error("stale dialing jobs not checked", cause=logs.cause(exc))
 
     def _expire_stale_jobs(self, now: float) -> None:
         cutoff = now - self.stale_after
@@ -323,4 +362,4 @@ class Launcher:
             if self.repo.expire_dialing(job["call_id"], cutoff, now, message):
                 self._count("due")
                 self._count("unknown")
-                logs.log(log, logging.ERROR, "stale dialing job marked unknown", call_id=job["call_id"])
+                log.error("stale dialing job marked unknown", call_id=job["call_id"])

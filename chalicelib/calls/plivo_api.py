@@ -34,8 +34,15 @@ class CallResult:
 class PlivoClient:
     """Plivo REST client for placing calls. Thread-safe; the token is kept out of repr and logs."""
 
-    def __init__(self, auth_id: str, auth_token: str, base_url: str = "https://api.plivo.com",
-                 connect_timeout: float = 3.05, read_timeout: float = 10.0, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        auth_id: str,
+        auth_token: str,
+        base_url: str = "https://api.plivo.com",
+        connect_timeout: float = 3.05,
+        read_timeout: float = 10.0,
+        pool_size: int = 10,
+    ) -> None:
         self.auth_id = auth_id
         self._auth = (auth_id, auth_token)
         self.base_url = base_url.rstrip("/")
@@ -88,8 +95,9 @@ class PlivoClient:
 
         return self._session.prepare_request(requests.Request("POST", self.call_url, json=body))
 
-    def create_call(self, body: dict[str, Any] | None = None,
-                    prepared: PreparedRequest | None = None) -> CallResult:
+    def create_call(
+        self, body: dict[str, Any] | None = None, prepared: PreparedRequest | None = None
+    ) -> CallResult:
         """POST one call (a body, or a request from prepare_call) and classify the outcome; never raises
         for network or HTTP errors."""
         import requests
@@ -98,7 +106,9 @@ class PlivoClient:
             prepared = self.prepare_call(body or {})
         try:
             response = self._session.send(
-                prepared, timeout=(self.connect_timeout, self.read_timeout), allow_redirects=False,
+                prepared,
+                timeout=(self.connect_timeout, self.read_timeout),
+                allow_redirects=False,
             )
         except requests.exceptions.ConnectTimeout:
             return CallResult(RETRY, error="connect timeout: request not sent")
@@ -150,8 +160,9 @@ def _never_connected(exc: BaseException) -> bool:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, (NewConnectionError, ConnectTimeoutError, NameResolutionError,
-                                ConnectionRefusedError)):
+        if isinstance(
+            current, (NewConnectionError, ConnectTimeoutError, NameResolutionError, ConnectionRefusedError)
+        ):
             return True
         stack.extend([getattr(current, "reason", None), current.__cause__, current.__context__])
         stack.extend(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException))

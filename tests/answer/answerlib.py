@@ -11,12 +11,25 @@ from botocore.exceptions import EndpointConnectionError
 from tests import support
 from tests.support import PLIVO_QUERY, ROOT, form
 
-__all__ = ["BASE", "BUCKET", "ENV", "PLIVO_QUERY", "PREFIX", "ROOT", "TOKEN", "UNSET", "S3Traffic", "form",
-           "plivo_sign", "put", "signed_headers"]
+__all__ = [
+    "BASE",
+    "BUCKET",
+    "ENV",
+    "PLIVO_QUERY",
+    "PREFIX",
+    "ROOT",
+    "TOKEN",
+    "UNSET",
+    "S3Traffic",
+    "form",
+    "plivo_sign",
+    "put",
+    "signed_headers",
+]
 
 BUCKET = "callflow-templates-test"
 PREFIX = "templates/"
-TOKEN = "answer-test-token"  # noqa: S105
+TOKEN = "answer-test-token"
 BASE = "https://abc123.execute-api.us-east-1.amazonaws.com/api"
 
 ENV = {
@@ -26,8 +39,14 @@ ENV = {
     "PUBLIC_BASE_URL": BASE,
     "VERIFY_SIGNATURES": "true",
 }
-UNSET = ("PLIVO_AUTH_TOKEN_PARAM", "DEFAULT_TEMPLATE", "TEMPLATE_CACHE_TTL", "AWS_ENDPOINT_URL",
-         "AWS_ENDPOINT_URL_S3", "AWS_PROFILE")
+UNSET = (
+    "PLIVO_AUTH_TOKEN_PARAM",
+    "DEFAULT_TEMPLATE",
+    "TEMPLATE_CACHE_TTL",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_PROFILE",
+)
 
 
 def put(client, name: str, body: str | bytes) -> None:
@@ -72,6 +91,7 @@ def plivo_sign(method: str, uri: str, params: Mapping[str, Any], nonce: str, tok
     return support.plivo_sign(method, uri, params, nonce, token)
 
 
-def signed_headers(method: str, uri: str, params: Mapping[str, Any] | None = None,
-                   nonce: str = "31337") -> dict[str, str]:
+def signed_headers(
+    method: str, uri: str, params: Mapping[str, Any] | None = None, nonce: str = "31337"
+) -> dict[str, str]:
     return support.signed_headers(method, uri, params, nonce, TOKEN)

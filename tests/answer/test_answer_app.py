@@ -43,9 +43,22 @@ def test_thousand_warm_answers_make_no_s3_request_then_revalidate(client, s3):
 
 
 SETTINGS = {
-    "TEMPLATE_BUCKET", "TEMPLATE_PREFIX", "TEMPLATE_CACHE_TTL", "DEFAULT_TEMPLATE", "CALLS_TABLE",
-    "PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN", "PLIVO_AUTH_TOKEN_PARAM", "PLIVO_API_URL", "PUBLIC_BASE_URL",
-    "VERIFY_SIGNATURES", "PLIVO_CPS", "MAX_ATTEMPTS", "RETRY_DELAYS", "CALL_WINDOW", "DEFAULT_TZ",
+    "TEMPLATE_BUCKET",
+    "TEMPLATE_PREFIX",
+    "TEMPLATE_CACHE_TTL",
+    "DEFAULT_TEMPLATE",
+    "CALLS_TABLE",
+    "PLIVO_AUTH_ID",
+    "PLIVO_AUTH_TOKEN",
+    "PLIVO_AUTH_TOKEN_PARAM",
+    "PLIVO_API_URL",
+    "PUBLIC_BASE_URL",
+    "VERIFY_SIGNATURES",
+    "PLIVO_CPS",
+    "MAX_ATTEMPTS",
+    "RETRY_DELAYS",
+    "CALL_WINDOW",
+    "DEFAULT_TZ",
     "LOG_LEVEL",
 }
 
@@ -74,7 +87,7 @@ print("READS", sorted(set(reads)))
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     # Libraries may peek at their own variables (HOME, PYTHONTZPATH ...); ours are read lazily.
-    reads = eval(done.stdout.split("READS ", 1)[1])  # noqa: S307 - our own probe's output
+    reads = eval(done.stdout.split("READS ", 1)[1])
     assert not set(reads) & SETTINGS, reads
 
 
@@ -87,23 +100,49 @@ def table(s3, env):
     created = ddb.create_table(
         TableName="callflow-calls-test",
         KeySchema=[{"AttributeName": "call_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "call_id", "AttributeType": "S"},
-                              {"AttributeName": "status", "AttributeType": "S"},
-                              {"AttributeName": "due_at", "AttributeType": "N"}],
-        GlobalSecondaryIndexes=[{"IndexName": "status-due_at-index",
-                                 "KeySchema": [{"AttributeName": "status", "KeyType": "HASH"},
-                                               {"AttributeName": "due_at", "KeyType": "RANGE"}],
-                                 "Projection": {"ProjectionType": "ALL"}}],
+        AttributeDefinitions=[
+            {"AttributeName": "call_id", "AttributeType": "S"},
+            {"AttributeName": "status", "AttributeType": "S"},
+            {"AttributeName": "due_at", "AttributeType": "N"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "status-due_at-index",
+                "KeySchema": [
+                    {"AttributeName": "status", "KeyType": "HASH"},
+                    {"AttributeName": "due_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
         BillingMode="PAY_PER_REQUEST",
     )
-    created.put_item(Item={"call_id": "job-1", "status": "placed", "due_at": 1, "to": "14155550000",
-                           "from": "14155551234", "headers": {}, "attempts": 1, "request_uuid": "req-1"})
+    created.put_item(
+        Item={
+            "call_id": "job-1",
+            "status": "placed",
+            "due_at": 1,
+            "to": "14155550000",
+            "from": "14155551234",
+            "headers": {},
+            "attempts": 1,
+            "request_uuid": "req-1",
+        }
+    )
     return created
 
 
-HANGUP = {"CallUUID": "cu-9", "RequestUUID": "req-1", "CallStatus": "completed",
-          "HangupCause": "NORMAL_CLEARING", "Duration": "12", "BillDuration": "60", "Event": "Hangup",
-          "From": "14155551234", "To": "14155550000"}
+HANGUP = {
+    "CallUUID": "cu-9",
+    "RequestUUID": "req-1",
+    "CallStatus": "completed",
+    "HangupCause": "NORMAL_CLEARING",
+    "Duration": "12",
+    "BillDuration": "60",
+    "Event": "Hangup",
+    "From": "14155551234",
+    "To": "14155550000",
+}
 
 
 def test_hangup_records_the_outcome(client, table):

@@ -26,14 +26,21 @@ def get(client, query: str = "", headers: dict | None = None, sign: bool = True)
     return client.http.get("/answer" + ("?" + query if query else ""), headers=h)
 
 
-def post(client, params: dict, query: str = "", content_type="application/x-www-form-urlencoded",
-         body: bytes | None = None, sign_params: dict | None = None):
+def post(
+    client,
+    params: dict,
+    query: str = "",
+    content_type="application/x-www-form-urlencoded",
+    body: bytes | None = None,
+    sign_params: dict | None = None,
+):
     uri = URL + ("?" + query if query else "")
     h = signed_headers("POST", uri, params if sign_params is None else sign_params)
     if content_type:
         h["Content-Type"] = content_type
-    return client.http.post("/answer" + ("?" + query if query else ""), headers=h,
-                            body=form(params) if body is None else body)
+    return client.http.post(
+        "/answer" + ("?" + query if query else ""), headers=h, body=form(params) if body is None else body
+    )
 
 
 def spoken(response) -> str:
@@ -50,13 +57,20 @@ def verbs(response) -> list[str]:
 
 
 def outbound(**extra) -> dict:
-    params = {"CallUUID": "uuid-1", "From": "14155551234", "To": "14155550000", "Direction": "outbound",
-              "Event": "StartApp", "CallStatus": "in-progress"}
+    params = {
+        "CallUUID": "uuid-1",
+        "From": "14155551234",
+        "To": "14155550000",
+        "Direction": "outbound",
+        "Event": "StartApp",
+        "CallStatus": "in-progress",
+    }
     params.update(extra)
     return params
 
 
 # ---------------------------------------------------------------- selection
+
 
 def test_plivo_docs_query_string_selects_rule_and_renders_header(client):
     reply = get(client, PLIVO_QUERY)
@@ -93,9 +107,18 @@ def test_rule_values_compare_exactly(client):
 
 
 def test_rule_needs_all_pairs(client, s3):
-    put(s3, "routes.json", json.dumps({"rules": [
-        {"when": {"Lang": "es", "Tier": "Gold"}, "template": "Promo"},
-        {"when": {"Lang": "es"}, "template": "Reminder"}]}))
+    put(
+        s3,
+        "routes.json",
+        json.dumps(
+            {
+                "rules": [
+                    {"when": {"Lang": "es", "Tier": "Gold"}, "template": "Promo"},
+                    {"when": {"Lang": "es"}, "template": "Reminder"},
+                ]
+            }
+        ),
+    )
     assert spoken(post(client, outbound(**{"X-PH-Lang": "es", "X-PH-Tier": "Gold"}))).startswith("Spring")
     assert spoken(post(client, outbound(**{"X-PH-Lang": "es", "X-PH-Tier": "Silver"}))).startswith("Hello")
 
@@ -122,7 +145,7 @@ def test_builtin_fallback_when_nothing_is_configured(client, s3):
 
 INJECTIONS = [
     "</Speak><Dial><Number>1900</Number></Dial><Speak>",
-    "Tom & Jerry's \"shop\"",
+    'Tom & Jerry\'s "shop"',
     "<![CDATA[x]]><!-- -->&amp;&#x41;",
     "bell\x07 nul\x00 ok",
 ]
@@ -130,10 +153,24 @@ INJECTIONS = [
 
 @pytest.mark.parametrize("value", INJECTIONS)
 def test_caller_values_are_escaped(client, s3, value):
-    put(s3, "Echo.xml", "<Response><Speak>{{ call.CallerName }}|{{ call.From }}|{{ sip.To }}</Speak>"
-                        "<Play>https://x/a.mp3?n={{ headers.Name }}</Play></Response>")
-    reply = post(client, outbound(**{"X-PH-Template": "Echo", "CallerName": value, "From": value,
-                                     "SIP-H-To": value, "X-PH-Name": value}))
+    put(
+        s3,
+        "Echo.xml",
+        "<Response><Speak>{{ call.CallerName }}|{{ call.From }}|{{ sip.To }}</Speak>"
+        "<Play>https://x/a.mp3?n={{ headers.Name }}</Play></Response>",
+    )
+    reply = post(
+        client,
+        outbound(
+            **{
+                "X-PH-Template": "Echo",
+                "CallerName": value,
+                "From": value,
+                "SIP-H-To": value,
+                "X-PH-Name": value,
+            }
+        ),
+    )
     text = spoken(reply)
     assert verbs(reply) == ["Speak", "Play"]
     clean = value.replace("\x07", "").replace("\x00", "")
@@ -149,6 +186,7 @@ def test_welcome_escapes_caller_name_in_attribute_free_text(client):
 
 # ---------------------------------------------------------------- faults: always valid XML
 
+
 def _log_lines(caplog):
     return [r for r in caplog.records if r.levelno == logging.ERROR]
 
@@ -160,8 +198,8 @@ def test_missing_template_from_rule_falls_back_to_builtin_and_logs(client, s3, c
     assert text.startswith("We are sorry")
     errors = _log_lines(caplog)
     assert len(errors) == 1
-    assert errors[0].fields["call_uuid"] == "cu-missing"
-    assert "'Gone' not found" in errors[0].fields["cause"]
+    assert errors[0].call_uuid == "cu-missing"
+    assert "'Gone' not found" in errors[0].cause
 
 
 def test_missing_template_falls_back_to_default_template(client, s3, env, caplog):
@@ -173,27 +211,30 @@ def test_missing_template_falls_back_to_default_template(client, s3, env, caplog
     assert len(_log_lines(caplog)) == 1
 
 
-@pytest.mark.parametrize("source", [
-    "<Response><Speak>unclosed</Response>",
-    "<Response><Speak>ok</Speak><Dial><Speak>no</Speak></Dial></Response>",
-    "<Response><Bogus/></Response>",
-    "<Speak>no root</Speak>",
-    "<Response>{{ call.From }}</Response>",  # text directly under Response
-    "<Response><Speak>{{ 1 / 0 }}</Speak></Response>",
-    "<Response><Speak>{{ ''.__class__.__mro__[1].__subclasses__() }}</Speak></Response>",  # sandbox
-    "<Response><Speak>{% for x in %}</Speak></Response>",  # syntax error
-    "<Response>" + "<Speak>fill</Speak>" * 8000 + "</Response>",  # over 100 KB as rendered
-    "<Response>{% for i in range(20000) %}<Speak>{{ i }} bottles of beer</Speak>{% endfor %}</Response>",
-    b"<Response><Speak>\xff\xfe not utf-8</Speak></Response>",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "<Response><Speak>unclosed</Response>",
+        "<Response><Speak>ok</Speak><Dial><Speak>no</Speak></Dial></Response>",
+        "<Response><Bogus/></Response>",
+        "<Speak>no root</Speak>",
+        "<Response>{{ call.From }}</Response>",  # text directly under Response
+        "<Response><Speak>{{ 1 / 0 }}</Speak></Response>",
+        "<Response><Speak>{{ ''.__class__.__mro__[1].__subclasses__() }}</Speak></Response>",  # sandbox
+        "<Response><Speak>{% for x in %}</Speak></Response>",  # syntax error
+        "<Response>" + "<Speak>fill</Speak>" * 8000 + "</Response>",  # over 100 KB as rendered
+        "<Response>{% for i in range(20000) %}<Speak>{{ i }} bottles of beer</Speak>{% endfor %}</Response>",
+        b"<Response><Speak>\xff\xfe not utf-8</Speak></Response>",
+    ],
+)
 def test_broken_templates_get_the_fallback(client, s3, caplog, source):
     put(s3, "Broken.xml", source)
     caplog.set_level(logging.ERROR, logger="callflow")
     reply = post(client, outbound(**{"X-PH-Template": "Broken", "CallUUID": "cu-broken"}))
     assert spoken(reply).startswith("We are sorry")
     errors = _log_lines(caplog)
-    assert len(errors) == 1 and errors[0].fields["call_uuid"] == "cu-broken"
-    assert "Broken" in errors[0].fields["cause"]
+    assert len(errors) == 1 and errors[0].call_uuid == "cu-broken"
+    assert "Broken" in errors[0].cause
 
 
 def test_s3_unreachable_with_warm_cache_serves_stale(client, app_s3, env):
@@ -213,7 +254,7 @@ def test_s3_unreachable_cold_serves_fallback(client, app_s3, caplog):
     reply = post(client, outbound(**{"X-PH-Template": "Reminder", "CallUUID": "cu-cold"}))
     assert spoken(reply).startswith("We are sorry")
     errors = _log_lines(caplog)
-    assert len(errors) == 1 and "EndpointConnectionError" in errors[0].fields["cause"]
+    assert len(errors) == 1 and "EndpointConnectionError" in errors[0].cause
 
 
 def test_no_bucket_configured_still_answers(client, env):
@@ -223,6 +264,7 @@ def test_no_bucket_configured_still_answers(client, env):
 
 
 # ---------------------------------------------------------------- parsing
+
 
 def test_get_without_content_type(client):
     reply = client.http.get("/answer?" + PLIVO_QUERY, headers=signed_headers("GET", URL + "?" + PLIVO_QUERY))
@@ -240,15 +282,18 @@ def test_post_merges_url_query(client):
     assert spoken(reply).startswith("Hello Quinn")
 
 
-@pytest.mark.parametrize("body,content_type", [
-    (b"\xff\xfe\x00garbage", "application/x-www-form-urlencoded"),
-    (b"{not json", "application/json"),
-    (b"[1, 2, 3]", "application/json"),
-    (b"a=%ZZ&&=&b", None),
-    (b"x" * 600_000, "application/x-www-form-urlencoded"),
-    (b"a=1&" * 5000, "application/x-www-form-urlencoded"),
-    (b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--", "multipart/form-data; boundary=b"),
-])
+@pytest.mark.parametrize(
+    "body,content_type",
+    [
+        (b"\xff\xfe\x00garbage", "application/x-www-form-urlencoded"),
+        (b"{not json", "application/json"),
+        (b"[1, 2, 3]", "application/json"),
+        (b"a=%ZZ&&=&b", None),
+        (b"x" * 600_000, "application/x-www-form-urlencoded"),
+        (b"a=1&" * 5000, "application/x-www-form-urlencoded"),
+        (b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--", "multipart/form-data; boundary=b"),
+    ],
+)
 def test_garbage_bodies_never_5xx(client, env, body, content_type):
     # Signed as if the body were empty: it cannot match, so verification rejects cleanly...
     reply = post(client, {}, content_type=content_type, body=body, sign_params={})
@@ -281,8 +326,14 @@ def api_gateway_event(method: str, body: bytes | None, headers: dict, query: dic
     headers = {"Host": DOMAIN, "User-Agent": "PlivoHTTP/1.0", "X-Forwarded-Proto": "https", **headers}
     if body is not None:
         headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
-    return proxy_event(method, "/answer", domain=DOMAIN, headers=headers, query=query,
-                       body=body.decode() if body is not None else None)
+    return proxy_event(
+        method,
+        "/answer",
+        domain=DOMAIN,
+        headers=headers,
+        query=query,
+        body=body.decode() if body is not None else None,
+    )
 
 
 def test_raw_api_gateway_event_like_lambda(s3, env):
@@ -294,6 +345,7 @@ def test_raw_api_gateway_event_like_lambda(s3, env):
     public = f"https://{DOMAIN}/api/answer"
     params = dict(pair.split("=", 1) for pair in PLIVO_QUERY.split("&"))
     from urllib.parse import unquote
+
     params = {k: unquote(v) for k, v in params.items()}
     event = api_gateway_event("POST", form(params), signed_headers("POST", public, params))
     reply = app(event, None)

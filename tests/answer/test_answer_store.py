@@ -59,8 +59,9 @@ def test_warm_requests_within_ttl_make_no_s3_request(store, traffic, clock):
 def test_after_ttl_a_304_revalidation_and_no_recompile(store, traffic, clock, s3):
     template = store.template("Reminder")
     headers = []
-    s3.meta.events.register("before-send.s3.GetObject",
-                            lambda request, **_: headers.append(dict(request.headers)))
+    s3.meta.events.register(
+        "before-send.s3.GetObject", lambda request, **_: headers.append(dict(request.headers))
+    )
     clock.now += 61
     traffic.reset()
     assert store.template("Reminder") is template

@@ -25,39 +25,49 @@ SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "templates"
 
 # ---------------------------------------------------------------- Plivo XML
 
-@pytest.mark.parametrize("document", [
-    "<Response/>",
-    '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Speak voice="MAN">Hi</Speak><Hangup/></Response>',
-    "<Response><Speak>Hi <break time='1s'/><prosody rate='slow'><emphasis>you</emphasis></prosody></Speak>"
-    "</Response>",
-    "<Response><GetDigits action='https://x/y'><Speak>Press</Speak><Play>https://x/a.mp3</Play><Wait/>"
-    "</GetDigits></Response>",
-    "<Response><Dial><Number>14155551234</Number><User>sip:a@phone.plivo.com</User></Dial></Response>",
-    "<Response><PreAnswer><Speak>x</Speak><GetDigits><Speak>y</Speak></GetDigits></PreAnswer></Response>",
-    "<Response>\n  <Conference>room</Conference>\n  <Record/><Redirect>https://x</Redirect><DTMF>12</DTMF>"
-    "<Message>m</Message><MultiPartyCall>mpc</MultiPartyCall><Stream>wss://x</Stream><GetInput/></Response>",
-])
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        "<Response/>",
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Speak voice="MAN">Hi</Speak><Hangup/></Response>',
+        "<Response><Speak>Hi <break time='1s'/><prosody rate='slow'><emphasis>you</emphasis></prosody></Speak>"  # noqa: E501
+        "</Response>",
+        "<Response><GetDigits action='https://x/y'><Speak>Press</Speak><Play>https://x/a.mp3</Play><Wait/>"
+        "</GetDigits></Response>",
+        "<Response><Dial><Number>14155551234</Number><User>sip:a@phone.plivo.com</User></Dial></Response>",
+        "<Response><PreAnswer><Speak>x</Speak><GetDigits><Speak>y</Speak></GetDigits></PreAnswer></Response>",
+        "<Response>\n  <Conference>room</Conference>\n  <Record/><Redirect>https://x</Redirect><DTMF>12</DTMF>"
+        "<Message>m</Message><MultiPartyCall>mpc</MultiPartyCall><Stream>wss://x</Stream><GetInput/></Response>",
+    ],
+)
 def test_valid_plivo_xml(document):
     assert plivo_xml.problems(document) == []
 
 
-@pytest.mark.parametrize("document,fragment", [
-    ("<Response><Speak>x</Speak>", "not well-formed"),
-    ("<Speak>x</Speak>", "root element must be <Response>"),
-    ("<response/>", "root element must be <Response>"),  # names are case-sensitive
-    ("<Response><speak>x</speak></Response>", "<speak> is not a Plivo verb"),
-    ("<Response><Dial><Speak>x</Speak></Dial></Response>", "<Speak> is not allowed inside <Dial>"),
-    ("<Response><GetDigits><Dial/></GetDigits></Response>", "<Dial> is not allowed inside <GetDigits>"),
-    ("<Response><Speak><Play/></Speak></Response>", "<Play> is not allowed inside <Speak>"),
-    ("<Response><Number>1</Number></Response>", "<Number> is not a Plivo verb"),
-    ("<Response><Hangup><Speak/></Hangup></Response>", "not allowed inside <Hangup>"),
-    ("<Response>hello</Response>", "text is not allowed directly inside <Response>"),
-    ('<!DOCTYPE Response [<!ENTITY x "y">]><Response/>', "DTDs and entity declarations"),
-    ('<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><Response>&lol2;</Response>', "DTD"),
-    ("<Response>" + "<Wait/>" * 20000 + "</Response>", "over Plivo's limit"),
-    ("", "not well-formed"),
-    ("<x:Response xmlns:x='urn:x'/>", "root element"),
-])
+@pytest.mark.parametrize(
+    "document,fragment",
+    [
+        ("<Response><Speak>x</Speak>", "not well-formed"),
+        ("<Speak>x</Speak>", "root element must be <Response>"),
+        ("<response/>", "root element must be <Response>"),  # names are case-sensitive
+        ("<Response><speak>x</speak></Response>", "<speak> is not a Plivo verb"),
+        ("<Response><Dial><Speak>x</Speak></Dial></Response>", "<Speak> is not allowed inside <Dial>"),
+        ("<Response><GetDigits><Dial/></GetDigits></Response>", "<Dial> is not allowed inside <GetDigits>"),
+        ("<Response><Speak><Play/></Speak></Response>", "<Play> is not allowed inside <Speak>"),
+        ("<Response><Number>1</Number></Response>", "<Number> is not a Plivo verb"),
+        ("<Response><Hangup><Speak/></Hangup></Response>", "not allowed inside <Hangup>"),
+        ("<Response>hello</Response>", "text is not allowed directly inside <Response>"),
+        ('<!DOCTYPE Response [<!ENTITY x "y">]><Response/>', "DTDs and entity declarations"),
+        (
+            '<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><Response>&lol2;</Response>',
+            "DTD",
+        ),
+        ("<Response>" + "<Wait/>" * 20000 + "</Response>", "over Plivo's limit"),
+        ("", "not well-formed"),
+        ("<x:Response xmlns:x='urn:x'/>", "root element"),
+    ],
+)
 def test_invalid_plivo_xml(document, fragment):
     found = plivo_xml.problems(document)
     assert found and fragment in found[0], found
@@ -77,29 +87,40 @@ def test_size_limit_counts_bytes_not_characters():
 
 # ---------------------------------------------------------------- routes.json
 
+
 def test_spec_example_routes():
-    routes = routing.parse_routes(json.dumps({
-        "default": "Welcome",
-        "rules": [{"when": {"Campaign": "Spring"}, "template": "Promo"},
-                  {"when": {"Lang": "es", "Tier": "Gold"}, "template": "GoldEs"}]}))
+    routes = routing.parse_routes(
+        json.dumps(
+            {
+                "default": "Welcome",
+                "rules": [
+                    {"when": {"Campaign": "Spring"}, "template": "Promo"},
+                    {"when": {"Lang": "es", "Tier": "Gold"}, "template": "GoldEs"},
+                ],
+            }
+        )
+    )
     headers = render.answer_context({"X-PH-lang": "es", "X-PH-TIER": "Gold"})["headers"]
     assert routes.choose(headers) == "GoldEs"
     assert routes.choose(render.answer_context({"X-PH-Lang": "es"})["headers"]) == "Welcome"
     assert routing.EMPTY_ROUTES.choose({}) is None
 
 
-@pytest.mark.parametrize("text,fragment", [
-    ("{", "not valid JSON"),
-    ("[]", "must be a JSON object"),
-    ('{"default": "../x"}', "default"),
-    ('{"rules": {}}', "must be a list"),
-    ('{"rules": [{"when": {"A": "b"}}]}', "exactly"),
-    ('{"rules": [{"when": {"A": "b"}, "template": "x.xml"}]}', "not a template name"),
-    ('{"rules": [{"when": {"A b": "c"}, "template": "X"}]}', "letters and digits"),
-    ('{"rules": [{"when": {"A": 1}, "template": "X"}]}', "must be a string"),
-    ('{"rules": [{"when": [], "template": "X"}]}', "must be an object"),
-    ('{"default": "A", "extra": 1}', "unknown key"),
-])
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("{", "not valid JSON"),
+        ("[]", "must be a JSON object"),
+        ('{"default": "../x"}', "default"),
+        ('{"rules": {}}', "must be a list"),
+        ('{"rules": [{"when": {"A": "b"}}]}', "exactly"),
+        ('{"rules": [{"when": {"A": "b"}, "template": "x.xml"}]}', "not a template name"),
+        ('{"rules": [{"when": {"A b": "c"}, "template": "X"}]}', "letters and digits"),
+        ('{"rules": [{"when": {"A": 1}, "template": "X"}]}', "must be a string"),
+        ('{"rules": [{"when": [], "template": "X"}]}', "must be an object"),
+        ('{"default": "A", "extra": 1}', "unknown key"),
+    ],
+)
 def test_bad_routes(text, fragment):
     with pytest.raises(routing.RoutesError, match=fragment):
         routing.parse_routes(text)
@@ -116,9 +137,15 @@ def test_sample_routes_and_templates_are_valid():
 
 # ---------------------------------------------------------------- context and rendering
 
+
 def test_context_splits_headers_call_and_sip():
-    params = {"X-PH-CustomerId": "42", "x-ph-lang": "es", "SIP-H-To": "<sip:a@b>", "From": "1",
-              "CallUUID": "u"}
+    params = {
+        "X-PH-CustomerId": "42",
+        "x-ph-lang": "es",
+        "SIP-H-To": "<sip:a@b>",
+        "From": "1",
+        "CallUUID": "u",
+    }
     context = render.answer_context(params)
     assert context["headers"]["customerid"] == "42" and context["headers"]["CustomerId"] == "42"
     assert dict(context["headers"]) == {"CustomerId": "42", "lang": "es"}
@@ -127,8 +154,10 @@ def test_context_splits_headers_call_and_sip():
 
 
 def test_missing_variables_render_empty():
-    source = ("<Response><Speak>[{{ headers.Nope }}|{{ call.Nope.deeper }}|{{ sip.X }}|{{ nothing }}]"
-              "</Speak></Response>")
+    source = (
+        "<Response><Speak>[{{ headers.Nope }}|{{ call.Nope.deeper }}|{{ sip.X }}|{{ nothing }}]"
+        "</Speak></Response>"
+    )
     out = render.render(render.compile_template(source), render.answer_context({}))
     assert out == "<Response><Speak>[|||]</Speak></Response>"
 
@@ -141,19 +170,35 @@ def test_sandbox_blocks_mutation_and_internals():
 
 
 def test_render_stops_early_when_output_is_too_big():
-    template = render.compile_template("{% for i in range(99999) %}{% for j in range(99999) %}xxxxxxxx"
-                                          "{% endfor %}{% endfor %}")
+    template = render.compile_template(
+        "{% for i in range(99999) %}{% for j in range(99999) %}xxxxxxxx{% endfor %}{% endfor %}"
+    )
     with pytest.raises(render.TemplateError, match="over"):
         render.render(template, {})
 
 
-@pytest.mark.parametrize("value", ["</Speak><Dial><Number>1900</Number></Dial><Speak>", "&", "'", '"',
-                                   "]]>", "<!--", "&#x26;", "\x01\x0b\ufffe"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "</Speak><Dial><Number>1900</Number></Dial><Speak>",
+        "&",
+        "'",
+        '"',
+        "]]>",
+        "<!--",
+        "&#x26;",
+        "\x01\x0b\ufffe",
+    ],
+)
 def test_values_are_escaped_in_text_and_attributes(value):
-    source = ('<Response><Speak voice="{{ call.CallerName }}">{{ call.From }}</Speak>'
-              "<Play loop='{{ headers.Loop }}'>https://x/{{ sip.A }}</Play></Response>")
-    out = render.render(render.compile_template(source), render.answer_context(
-        {"CallerName": value, "From": value, "X-PH-Loop": value, "SIP-H-A": value}))
+    source = (
+        '<Response><Speak voice="{{ call.CallerName }}">{{ call.From }}</Speak>'
+        "<Play loop='{{ headers.Loop }}'>https://x/{{ sip.A }}</Play></Response>"
+    )
+    out = render.render(
+        render.compile_template(source),
+        render.answer_context({"CallerName": value, "From": value, "X-PH-Loop": value, "SIP-H-A": value}),
+    )
     assert plivo_xml.problems(out) == []
     root = fromstring(out)
     assert [el.tag for el in root] == ["Speak", "Play"]
@@ -164,6 +209,7 @@ def test_values_are_escaped_in_text_and_attributes(value):
 
 # ---------------------------------------------------------------- validate_template (CLI)
 
+
 def test_validate_template_reports_lines():
     source = "<Response>\n<Speak>{{ customer }}</Speak>\n<Dial>{{ headers.To }}</Dial>\n</Response>"
     problems = validate_template("Reminder", source)
@@ -171,14 +217,17 @@ def test_validate_template_reports_lines():
     assert problems[1].startswith("line 3: text is not allowed directly inside <Dial>")
 
 
-@pytest.mark.parametrize("name,source,fragment", [
-    ("bad-name", "<Response/>", "template name"),
-    ("Ok", "<Response>{% if %}</Response>", "line 1:"),
-    ("Ok", b"<Response>\xff</Response>", "not UTF-8"),
-    ("Ok", "<Response>" + " " * 110_000 + "</Response>", "over"),
-    ("Ok", "<Response><Speak>{{ 1 / 0 }}</Speak></Response>", "ZeroDivisionError"),
-    ("Ok", "<Response><Speak>x</Speak><Oops/></Response>", "<Oops> is not a Plivo verb"),
-])
+@pytest.mark.parametrize(
+    "name,source,fragment",
+    [
+        ("bad-name", "<Response/>", "template name"),
+        ("Ok", "<Response>{% if %}</Response>", "line 1:"),
+        ("Ok", b"<Response>\xff</Response>", "not UTF-8"),
+        ("Ok", "<Response>" + " " * 110_000 + "</Response>", "over"),
+        ("Ok", "<Response><Speak>{{ 1 / 0 }}</Speak></Response>", "ZeroDivisionError"),
+        ("Ok", "<Response><Speak>x</Speak><Oops/></Response>", "<Oops> is not a Plivo verb"),
+    ],
+)
 def test_validate_template_problems(name, source, fragment):
     problems = validate_template(name, source)
     assert any(fragment in p for p in problems), problems
@@ -196,6 +245,7 @@ def test_not_template_names(name):
 
 
 # ---------------------------------------------------------------- pipeline with an in-memory store
+
 
 class DictStore:
     """A stand-in store over plain dicts: the pipeline's contract with any store, no S3 needed."""
@@ -223,16 +273,19 @@ SOURCES = {name: f"<Response><Speak>{name}</Speak></Response>" for name in ("One
 ROUTES = json.dumps({"default": "Three", "rules": [{"when": {"Pick": "two"}, "template": "Two"}]})
 
 
-@pytest.mark.parametrize("params,routes,default,expected", [
-    ({"X-PH-Template": "One", "X-PH-Pick": "two"}, ROUTES, "Dflt", "One"),   # 1: header
-    ({"X-PH-Template": "Zzz", "X-PH-Pick": "two"}, ROUTES, "Dflt", "Two"),   # unknown name -> 2: rule
-    ({"X-PH-Pick": "two"}, ROUTES, "Dflt", "Two"),                            # 2: rule
-    ({"X-PH-Pick": "Two"}, ROUTES, "Dflt", "Three"),                          # 3: routes default
-    ({}, json.dumps({"rules": []}), "Dflt", "Dflt"),                          # 4: DEFAULT_TEMPLATE
-    ({}, None, None, "We are sorry"),                                         # 5: built-in
-    ({"X-PH-Template": "One"}, "{broken", "Dflt", "One"),                     # header wins over bad routes
-    ({}, "{broken", "Dflt", "Dflt"),                                          # bad routes -> fallback
-])
+@pytest.mark.parametrize(
+    "params,routes,default,expected",
+    [
+        ({"X-PH-Template": "One", "X-PH-Pick": "two"}, ROUTES, "Dflt", "One"),  # 1: header
+        ({"X-PH-Template": "Zzz", "X-PH-Pick": "two"}, ROUTES, "Dflt", "Two"),  # unknown name -> 2: rule
+        ({"X-PH-Pick": "two"}, ROUTES, "Dflt", "Two"),  # 2: rule
+        ({"X-PH-Pick": "Two"}, ROUTES, "Dflt", "Three"),  # 3: routes default
+        ({}, json.dumps({"rules": []}), "Dflt", "Dflt"),  # 4: DEFAULT_TEMPLATE
+        ({}, None, None, "We are sorry"),  # 5: built-in
+        ({"X-PH-Template": "One"}, "{broken", "Dflt", "One"),  # header wins over bad routes
+        ({}, "{broken", "Dflt", "Dflt"),  # bad routes -> fallback
+    ],
+)
 def test_selection_order(params, routes, default, expected):
     xml = render_answer(DictStore(SOURCES, routes), Settings(default_template=default), params)
     assert plivo_xml.problems(xml) == []
@@ -250,6 +303,7 @@ def test_broken_default_template_gives_builtin():
 
 
 # ---------------------------------------------------------------- form parsing
+
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(st.sampled_from("ab=&%+2Fzé;# "), max_size=24) | st.text(max_size=24))

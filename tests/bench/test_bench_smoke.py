@@ -15,10 +15,13 @@ from bench import __main__ as bench_main
 from bench import cold_start, harness, launcher_throughput, s3_requests
 from bench.harness import Report, Result
 
-PARAMS = dict(urllib.parse.parse_qsl(
-    "Direction=outbound&From=1111111111&ALegUUID=5260e820-958c-11e4-b6bf-498d468c930b&BillRate=0.00300"
-    "&To=sip%3Aabcd150105094929%40phone.plivo.com&X-PH-Test=Sample"
-    "&CallUUID=5260e820-958c-11e4-b6bf-498d468c930b&CallStatus=in-progress&Event=StartApp"))
+PARAMS = dict(
+    urllib.parse.parse_qsl(
+        "Direction=outbound&From=1111111111&ALegUUID=5260e820-958c-11e4-b6bf-498d468c930b&BillRate=0.00300"
+        "&To=sip%3Aabcd150105094929%40phone.plivo.com&X-PH-Test=Sample"
+        "&CallUUID=5260e820-958c-11e4-b6bf-498d468c930b&CallStatus=in-progress&Event=StartApp"
+    )
+)
 
 
 @pytest.mark.parametrize("method", ["POST", "GET"])
@@ -32,7 +35,8 @@ def test_sign_v3_agrees_with_plivo_python(method: str, url: str) -> None:
 def test_sign_v3_published_vector() -> None:
     params = {"CallUUID": "abc", "From": "14155551234", "To": "14155550000", "Direction": "outbound"}
     assert harness.sign_v3("https://example.com/answer/", "POST", params, "12345", "my_auth_token") == (
-        "1xRjXfOInXbhQa0/uJjetftLDewemcPLaoVtVIw31vQ=")
+        "1xRjXfOInXbhQa0/uJjetftLDewemcPLaoVtVIw31vQ="
+    )
 
 
 def test_api_event_is_a_request_chalice_understands() -> None:
@@ -59,8 +63,11 @@ def test_statistics() -> None:
 
 def test_table_and_markdown(tmp_path) -> None:
     report = Report()
-    report.add(Result("a", "fast", "1 µs", "≤ 2 µs", True), Result("a", "slow|pipe", "3", "≤ 2", False),
-               Result("b", "info", "x"))
+    report.add(
+        Result("a", "fast", "1 µs", "≤ 2 µs", True),
+        Result("a", "slow|pipe", "3", "≤ 2", False),
+        Result("b", "info", "x"),
+    )
     assert [r.metric for r in report.failed] == ["slow|pipe"]
     text = harness.format_table(report.results)
     assert "MISSED" in text and "met" in text and "info" in text
@@ -83,9 +90,13 @@ def moto():
 def test_s3_counter_sees_conditional_gets(moto) -> None:
     server, names = moto
     env = harness.aws_env(server.url)
-    s3 = boto3.client("s3", endpoint_url=server.url, region_name=harness.REGION,
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=server.url,
+        region_name=harness.REGION,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
     counter = s3_requests.S3Counter(s3)
     key = f"{harness.PREFIX}{names[0]}.xml"
     etag = s3.get_object(Bucket=harness.BUCKET, Key=key)["ETag"]
@@ -117,8 +128,11 @@ def test_answer_workers_at_toy_size(moto) -> None:
 def test_worker_failure_is_reported(moto) -> None:
     server, names = moto
     with pytest.raises(RuntimeError, match="bench worker answer_latency failed"):
-        harness.run_worker("answer_latency", {"mode": "product", "names": ["NoSuchTemplate"], "requests": 1},
-                           harness.answer_env(server.url))
+        harness.run_worker(
+            "answer_latency",
+            {"mode": "product", "names": ["NoSuchTemplate"], "requests": 1},
+            harness.answer_env(server.url),
+        )
 
 
 @pytest.mark.e2e
@@ -139,8 +153,14 @@ def test_launcher_pass_against_simulator(moto) -> None:
     env = launcher_throughput._env(server)
     sim = launcher_throughput.SimProcess(latency=0.05)
     try:
-        launch = {"mode": "launch", "table": "bench-smoke", "jobs": 6, "cps": 50, "prefix": "smoke",
-                  "sim_url": sim.url}
+        launch = {
+            "mode": "launch",
+            "table": "bench-smoke",
+            "jobs": 6,
+            "cps": 50,
+            "prefix": "smoke",
+            "sim_url": sim.url,
+        }
         out = harness.run_worker("launcher_throughput", launch, env)
         starts = [r for r in sim.requests() if r.get("status") == 201]
         sequential = {"mode": "sequential", "jobs": 2, "sim_url": sim.url}

@@ -22,8 +22,11 @@ class Cli:
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
-        self.env = {k: v for k, v in stack.env({}).items()
-                    if k.startswith(("AWS_", "TEMPLATE_", "CALLS_", "PLIVO_", "PUBLIC_"))}
+        self.env = {
+            k: v
+            for k, v in stack.env({}).items()
+            if k.startswith(("AWS_", "TEMPLATE_", "CALLS_", "PLIVO_", "PUBLIC_"))
+        }
 
     def __call__(self, *args: str, env: dict | None = None):
         resources.reset()
@@ -40,8 +43,15 @@ class Cli:
         else:
             command = [str(Path(sys.executable).parent / "callflow")]
         full_env = {**stack_free_env(), **self.env, **(env or {})}
-        return subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                              env={k: v for k, v in full_env.items() if v is not None}, check=False)
+        return subprocess.run(
+            [*command, *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in full_env.items() if v is not None},
+            check=False,
+        )
 
     def s3(self):
         return self.stack.boto_client("s3")
@@ -49,8 +59,11 @@ class Cli:
 
 def stack_free_env() -> dict:
     """This process's environment without anything that points at an AWS or a Plivo account."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("AWS_", "TEMPLATE_", "CALLS_", "PLIVO_", "PUBLIC_"))}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "TEMPLATE_", "CALLS_", "PLIVO_", "PUBLIC_"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +71,9 @@ def cli(tmp_path_factory):
     stack = Stack(free_port(), free_port(), free_port(), root=ROOT, extra_env={"CALL_WINDOW": "00:00-24:00"})
     supervisor = Supervisor(tmp_path_factory.mktemp("moto-logs"))
     env = stack.env()
-    moto = supervisor.start("moto", [sys.executable, "-m", "moto.server", "-H", stack.host, "-p",
-                                     str(stack.moto_port)], env, ROOT)
+    moto = supervisor.start(
+        "moto", [sys.executable, "-m", "moto.server", "-H", stack.host, "-p", str(stack.moto_port)], env, ROOT
+    )
     try:
         supervisor.wait_ready(moto, http_ready(f"{stack.moto_url}/moto-api/"), 30)
         stack.create_resources()

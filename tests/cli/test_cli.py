@@ -14,8 +14,9 @@ from devtools.plivo_sim import PlivoSimulator
 GOOD = {
     "Hello.xml": "<Response>\n  <Speak>Hello {{ headers.Name }}.</Speak>\n</Response>\n",
     "Promo.xml": "<Response><Speak>Code {{ headers.Code }}.</Speak><Hangup/></Response>\n",
-    "routes.json": json.dumps({"default": "Hello", "rules": [{"when": {"Campaign": "Spring"},
-                                                              "template": "Promo"}]}),
+    "routes.json": json.dumps(
+        {"default": "Hello", "rules": [{"when": {"Campaign": "Spring"}, "template": "Promo"}]}
+    ),
 }
 
 
@@ -33,7 +34,7 @@ def prefix() -> dict:
 
 def keys(cli, env) -> list[str]:
     listing = cli.s3().list_objects_v2(Bucket="callflow-templates", Prefix=env["TEMPLATE_PREFIX"])
-    return sorted(item["Key"][len(env["TEMPLATE_PREFIX"]):] for item in listing.get("Contents", []))
+    return sorted(item["Key"][len(env["TEMPLATE_PREFIX"]) :] for item in listing.get("Contents", []))
 
 
 def new_id() -> str:
@@ -48,6 +49,7 @@ def listed(cli, status=None) -> dict:
 
 
 # -- templates ----------------------------------------------------------------------------------------------
+
 
 def test_templates_check_ok(cli, tmp_path):
     result = cli("templates", "check", str(write(tmp_path / "t", GOOD)))
@@ -73,13 +75,19 @@ def test_templates_push_uploads_everything(cli, tmp_path):
     assert head["ContentType"] == "application/xml"
 
 
-@pytest.mark.parametrize(("files", "where"), [
-    ({"Bad.xml": "<Response>\n<Speak>hi</Speak>\n<Speek/>\n</Response>"}, "Bad.xml"),
-    ({"Bad.xml": "<Response><Speak>{{ customer }}</Speak></Response>"}, "Bad.xml:1: undefined variable"),
-    ({"routes.json": "{\"default\": \"Hello\", \"rules\": [}"}, "routes.json"),
-    ({"routes.json": json.dumps({"default": "Missing"})}, "routes.json: default names template 'Missing'"),
-    ({"bad-name.xml": "<Response/>"}, "bad-name.xml:1: file name"),
-])
+@pytest.mark.parametrize(
+    ("files", "where"),
+    [
+        ({"Bad.xml": "<Response>\n<Speak>hi</Speak>\n<Speek/>\n</Response>"}, "Bad.xml"),
+        ({"Bad.xml": "<Response><Speak>{{ customer }}</Speak></Response>"}, "Bad.xml:1: undefined variable"),
+        ({"routes.json": '{"default": "Hello", "rules": [}'}, "routes.json"),
+        (
+            {"routes.json": json.dumps({"default": "Missing"})},
+            "routes.json: default names template 'Missing'",
+        ),
+        ({"bad-name.xml": "<Response/>"}, "bad-name.xml:1: file name"),
+    ],
+)
 def test_templates_push_uploads_nothing_when_anything_is_invalid(cli, tmp_path, files, where):
     env = prefix()
     result = cli("templates", "push", str(write(tmp_path / "t", {**GOOD, **files})), env=env)
@@ -107,11 +115,27 @@ def test_templates_render_unknown_template(cli, tmp_path):
 
 # -- calls ---------------------------------------------------------------------------------------------------
 
+
 def test_calls_add_and_list(cli):
     call_id = new_id()
-    result = cli("calls", "add", "--id", call_id, "--to", "14155550123", "--from", "14155550100",
-                 "--header", "Template=Hello", "--header", "Name=Ann", "--at", "2030-01-02T09:30",
-                 "--tz", "Europe/Paris")
+    result = cli(
+        "calls",
+        "add",
+        "--id",
+        call_id,
+        "--to",
+        "14155550123",
+        "--from",
+        "14155550100",
+        "--header",
+        "Template=Hello",
+        "--header",
+        "Name=Ann",
+        "--at",
+        "2030-01-02T09:30",
+        "--tz",
+        "Europe/Paris",
+    )
     assert result.exit_code == 0, result.output
     assert call_id in result.output
     item = listed(cli)[call_id]
@@ -134,13 +158,16 @@ def test_calls_add_refuses_an_existing_id(cli):
     assert listed(cli)[call_id]["to"] == "14155550123"
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--header", "Bad-Name=x"], "may contain only letters"),
-    (["--header", "Name=" + "v" * 121], "at most 120"),
-    (["--header", "novalue"], "must look like NAME=VALUE"),
-    (["--at", "next tuesday"], "not ISO 8601"),
-    (["--tz", "Mars/Base"], "not a known IANA zone"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--header", "Bad-Name=x"], "may contain only letters"),
+        (["--header", "Name=" + "v" * 121], "at most 120"),
+        (["--header", "novalue"], "must look like NAME=VALUE"),
+        (["--at", "next tuesday"], "not ISO 8601"),
+        (["--tz", "Mars/Base"], "not a known IANA zone"),
+    ],
+)
 def test_calls_add_rejects_bad_input_in_one_line(cli, args, message):
     call_id = new_id()
     result = cli("calls", "add", "--id", call_id, "--to", "14155550123", "--from", "14155550100", *args)
@@ -214,16 +241,34 @@ def test_calls_cancel_unknown_id(cli):
 
 # -- launch --------------------------------------------------------------------------------------------------
 
+
 def test_launch_places_due_calls_with_the_launcher(cli):
     with PlivoSimulator("MACLITEST00000000000", "cli-token") as sim:
-        env = {"PLIVO_AUTH_ID": "MACLITEST00000000000", "PLIVO_AUTH_TOKEN": "cli-token",
-               "PLIVO_API_URL": sim.url, "CALL_WINDOW": "00:00-24:00"}
+        env = {
+            "PLIVO_AUTH_ID": "MACLITEST00000000000",
+            "PLIVO_AUTH_TOKEN": "cli-token",
+            "PLIVO_API_URL": sim.url,
+            "CALL_WINDOW": "00:00-24:00",
+        }
         pending_before = set(listed(cli, "pending"))
         for call_id in pending_before:  # other tests' jobs must not be dialled here
             cli("calls", "cancel", call_id)
         call_id = new_id()
-        assert cli("calls", "add", "--id", call_id, "--to", "14155550777", "--from", "14155550100",
-                   "--header", "Name=Ann").exit_code == 0
+        assert (
+            cli(
+                "calls",
+                "add",
+                "--id",
+                call_id,
+                "--to",
+                "14155550777",
+                "--from",
+                "14155550100",
+                "--header",
+                "Name=Ann",
+            ).exit_code
+            == 0
+        )
         result = cli("launch", env=env)
         assert result.exit_code == 0, result.output
         summary = json.loads(result.output.strip().splitlines()[-1])
@@ -242,6 +287,7 @@ def test_launch_without_plivo_settings(cli):
 
 # -- no stack, real processes -----------------------------------------------------------------------
 
+
 def test_no_stack_gives_one_line_not_a_traceback(cli):
     from devtools.run_local import free_port
 
@@ -256,8 +302,9 @@ def test_missing_table_and_bucket_are_named(cli, tmp_path):
     table = cli.process("calls", "list", env={"CALLS_TABLE": "no-such-table"}, module=False)
     assert table.returncode == 1
     assert "table 'no-such-table' does not exist" in table.stderr
-    bucket = cli.process("templates", "push", str(write(tmp_path / "t", GOOD)),
-                         env={"TEMPLATE_BUCKET": "no-such-bucket"})
+    bucket = cli.process(
+        "templates", "push", str(write(tmp_path / "t", GOOD)), env={"TEMPLATE_BUCKET": "no-such-bucket"}
+    )
     assert bucket.returncode == 1
     assert "bucket 'no-such-bucket' does not exist" in bucket.stderr
     assert "Traceback" not in table.stderr + bucket.stderr

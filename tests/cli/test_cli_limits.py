@@ -24,8 +24,9 @@ def test_import_rejects_unstorable_id_and_far_future_time_and_keeps_going(cli, t
 
 
 def test_add_with_far_future_time_is_one_clear_line(cli):
-    result = cli("calls", "add", "--to", "14155550001", "--from", "14155550100",
-                 "--at", "99999999999999999999")
+    result = cli(
+        "calls", "add", "--to", "14155550001", "--from", "14155550100", "--at", "99999999999999999999"
+    )
     assert result.exit_code != 0
     assert "out of range" in result.output and "Traceback" not in result.output
 

@@ -11,14 +11,17 @@ from tests.cli.test_cli import listed, new_id
 BASE_FIELDS = {"to": "14155550123", "from": "14155550100"}
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"window": 123}, "window 123 must be text like HH:MM-HH:MM"),
-    ({"tz": 5}, "tz 5 must be text naming an IANA time zone"),
-    ({"max_attempts": "9" * 40}, "max_attempts '" + "9" * 40 + "' must be a whole number from 1 to"),
-    ({"max_attempts": "three"}, "max_attempts 'three' must be a whole number"),
-    ({"ring_timeout": "0"}, "ring_timeout '0' must be a whole number of seconds from 1 to"),
-    ({"answer_method": "PATCH"}, "answer_method 'PATCH' must be GET or POST"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"window": 123}, "window 123 must be text like HH:MM-HH:MM"),
+        ({"tz": 5}, "tz 5 must be text naming an IANA time zone"),
+        ({"max_attempts": "9" * 40}, "max_attempts '" + "9" * 40 + "' must be a whole number from 1 to"),
+        ({"max_attempts": "three"}, "max_attempts 'three' must be a whole number"),
+        ({"ring_timeout": "0"}, "ring_timeout '0' must be a whole number of seconds from 1 to"),
+        ({"answer_method": "PATCH"}, "answer_method 'PATCH' must be GET or POST"),
+    ],
+)
 def test_build_job_refuses_with_the_launchers_message(changes, message):
     with pytest.raises(ValueError) as raised:
         build_job({**BASE_FIELDS, **changes}, {}, 1e9)
@@ -27,8 +30,19 @@ def test_build_job_refuses_with_the_launchers_message(changes, message):
 
 
 def test_build_job_stores_normalised_values():
-    job = build_job({**BASE_FIELDS, "max_attempts": "4", "ring_timeout": " 30 ", "answer_method": "get",
-                     "machine_detection": "Hangup", "window": "08:00-20:00", "tz": "Europe/Paris"}, {}, 1e9)
+    job = build_job(
+        {
+            **BASE_FIELDS,
+            "max_attempts": "4",
+            "ring_timeout": " 30 ",
+            "answer_method": "get",
+            "machine_detection": "Hangup",
+            "window": "08:00-20:00",
+            "tz": "Europe/Paris",
+        },
+        {},
+        1e9,
+    )
     assert (job["max_attempts"], job["ring_timeout"]) == (4, 30)
     assert (job["answer_method"], job["machine_detection"]) == ("GET", "hangup")
     assert (job["window"], job["tz"], job["due_at"]) == ("08:00-20:00", "Europe/Paris", 1e9)

@@ -28,8 +28,9 @@ def policy(stage: str = "prod") -> dict[str, Any]:
     return load(ROOT / ".chalice" / name)
 
 
-def cfn_names(bucket: str = BUCKET, table: str = TABLE, prefix: str = PREFIX,
-              token_param: str = TOKEN_PARAM) -> dict[str, str]:
+def cfn_names(
+    bucket: str = BUCKET, table: str = TABLE, prefix: str = PREFIX, token_param: str = TOKEN_PARAM
+) -> dict[str, str]:
     """What CloudFormation resolves the policy's references to, for a stack with these physical names."""
     log_group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{STACK}"
     return {

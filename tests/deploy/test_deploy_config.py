@@ -15,18 +15,35 @@ from .cfn import UnresolvedReference, resolve
 from .support import CONFIG, MERGE_TEMPLATE, ROOT, cfn_names, load, policy
 
 SPEC_SETTINGS = {
-    "TEMPLATE_BUCKET", "TEMPLATE_PREFIX", "TEMPLATE_CACHE_TTL", "DEFAULT_TEMPLATE", "CALLS_TABLE",
-    "PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN", "PLIVO_AUTH_TOKEN_PARAM", "PLIVO_API_URL", "PUBLIC_BASE_URL",
-    "VERIFY_SIGNATURES", "PLIVO_CPS", "MAX_ATTEMPTS", "RETRY_DELAYS", "CALL_WINDOW", "DEFAULT_TZ",
+    "TEMPLATE_BUCKET",
+    "TEMPLATE_PREFIX",
+    "TEMPLATE_CACHE_TTL",
+    "DEFAULT_TEMPLATE",
+    "CALLS_TABLE",
+    "PLIVO_AUTH_ID",
+    "PLIVO_AUTH_TOKEN",
+    "PLIVO_AUTH_TOKEN_PARAM",
+    "PLIVO_API_URL",
+    "PUBLIC_BASE_URL",
+    "VERIFY_SIGNATURES",
+    "PLIVO_CPS",
+    "MAX_ATTEMPTS",
+    "RETRY_DELAYS",
+    "CALL_WINDOW",
+    "DEFAULT_TZ",
     "LOG_LEVEL",
 }
 # Exactly what the deployed code calls (PutItem and Scan are the CLI's, run with the user's own credentials).
 EXPECTED_ACTIONS = {
-    "logs:CreateLogStream", "logs:PutLogEvents",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
     "s3:GetObject",  # conditional GETs (If-None-Match) need nothing more
     "s3:ListBucket",  # on the template bucket: S3 then says 404, not 403, for a missing key
-    "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query",
-    "ssm:GetParameter", "kms:Decrypt",
+    "dynamodb:GetItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:Query",
+    "ssm:GetParameter",
+    "kms:Decrypt",
 }
 
 
@@ -45,6 +62,7 @@ def _as_list(value):
 
 
 # --- .chalice/config.json ---------------------------------------------------------------------------
+
 
 def test_config_has_the_three_stages_and_no_generated_policy(config):
     assert set(config["stages"]) == {"dev", "prod", "local"}
@@ -81,10 +99,11 @@ def test_dev_stage_sets_no_environment(config):
 
 def test_secrets_are_never_in_config(config):
     text = CONFIG.read_text()
-    assert "PLIVO_AUTH_TOKEN\"" not in text
+    assert 'PLIVO_AUTH_TOKEN"' not in text
 
 
 # --- infra/resources.json ---------------------------------------------------------------------------
+
 
 def test_calls_table_definition(template):
     table = template["Resources"]["CallsTable"]
@@ -96,8 +115,10 @@ def test_calls_table_definition(template):
     assert attrs == {"call_id": "S", "status": "S", "due_at": "N"}
     (gsi,) = props["GlobalSecondaryIndexes"]
     assert gsi["IndexName"] == "status-due_at-index"
-    assert gsi["KeySchema"] == [{"AttributeName": "status", "KeyType": "HASH"},
-                                {"AttributeName": "due_at", "KeyType": "RANGE"}]
+    assert gsi["KeySchema"] == [
+        {"AttributeName": "status", "KeyType": "HASH"},
+        {"AttributeName": "due_at", "KeyType": "RANGE"},
+    ]
     assert gsi["Projection"] == {"ProjectionType": "ALL"}
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert table["DeletionPolicy"] == "Retain"
@@ -131,7 +152,9 @@ def test_public_base_url_wiring_is_not_circular(template, config):
     launcher = template["Resources"]["LaunchCalls"]["Properties"]["Environment"]["Variables"]
     when_custom, default = launcher["PUBLIC_BASE_URL"]["Fn::If"][1:]
     assert when_custom == {"Ref": "PublicBaseUrl"}
-    assert default == {"Fn::Sub": f"https://${{RestAPI}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{stage}"}
+    assert default == {
+        "Fn::Sub": f"https://${{RestAPI}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{stage}"
+    }
     # The API handler may only get a URL that does not depend on its own RestAPI.
     api = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
     assert "RestAPI" not in str(api)
@@ -139,6 +162,7 @@ def test_public_base_url_wiring_is_not_circular(template, config):
 
 
 # --- .chalice/policy-<stage>.json -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_policy_grants_exactly_the_actions_the_code_calls(stage):
@@ -204,6 +228,7 @@ def test_policy_references_only_what_the_template_defines(template):
 
 # --- the local stack builds its table from the same definition --------------------------------------
 
+
 def test_local_stack_creates_a_working_table_from_this_definition():
     """devtools.local_aws (make run) translates the CallsTable Properties; the deploy uses them verbatim."""
     from devtools import local_aws
@@ -217,8 +242,10 @@ def test_local_stack_creates_a_working_table_from_this_definition():
         table = boto3.resource("dynamodb", region_name="us-east-1").Table("callflow-calls")
         table.put_item(Item={"call_id": "a", "status": "pending", "due_at": 5})
         table.put_item(Item={"call_id": "b", "status": "pending", "due_at": 50})
-        page = table.query(IndexName="status-due_at-index",
-                           KeyConditionExpression="#s = :p AND due_at <= :n",
-                           ExpressionAttributeNames={"#s": "status"},
-                           ExpressionAttributeValues={":p": "pending", ":n": 10})
+        page = table.query(
+            IndexName="status-due_at-index",
+            KeyConditionExpression="#s = :p AND due_at <= :n",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":p": "pending", ":n": 10},
+        )
         assert [i["call_id"] for i in page["Items"]] == ["a"]

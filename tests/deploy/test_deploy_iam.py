@@ -39,7 +39,7 @@ BUCKET = "callflow-iam-templates"
 TABLE = "callflow-iam-calls"
 OTHER_BUCKET = "callflow-iam-other"
 AUTH_ID = "MAIAMTESTAUTHID00000"
-TOKEN = "iam-test-plivo-token"  # noqa: S105
+TOKEN = "iam-test-plivo-token"
 BASE = "https://abc123.execute-api.us-east-1.amazonaws.com/api"
 WELCOME = "<Response><Speak>Hello from S3, customer {{ headers.CustomerId }}</Speak></Response>"
 
@@ -63,8 +63,9 @@ class Stack:
 
 
 def _policy_document(transform: Callable[[dict], dict] | None = None) -> str:
-    document = resolve(policy("prod"), cfn_names(bucket=BUCKET, table=TABLE, prefix=PREFIX,
-                                                 token_param=TOKEN_PARAM))
+    document = resolve(
+        policy("prod"), cfn_names(bucket=BUCKET, table=TABLE, prefix=PREFIX, token_param=TOKEN_PARAM)
+    )
     return json.dumps(transform(document) if transform else document)
 
 
@@ -103,11 +104,20 @@ def _build(monkeypatch, policy_document: str) -> Iterator[Stack]:
         try:
             # From here on the code under test sees only the Lambda role's credentials.
             for name, value in {
-                "AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
-                "TEMPLATE_BUCKET": BUCKET, "TEMPLATE_PREFIX": PREFIX, "TEMPLATE_CACHE_TTL": "0",
-                "CALLS_TABLE": TABLE, "PLIVO_AUTH_ID": AUTH_ID, "PLIVO_AUTH_TOKEN_PARAM": TOKEN_PARAM,
-                "PLIVO_API_URL": sim.url, "PUBLIC_BASE_URL": BASE, "VERIFY_SIGNATURES": "true",
-                "PLIVO_CPS": "10", "CALL_WINDOW": "00:00-00:00", "DEFAULT_TZ": "UTC",
+                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+                "TEMPLATE_BUCKET": BUCKET,
+                "TEMPLATE_PREFIX": PREFIX,
+                "TEMPLATE_CACHE_TTL": "0",
+                "CALLS_TABLE": TABLE,
+                "PLIVO_AUTH_ID": AUTH_ID,
+                "PLIVO_AUTH_TOKEN_PARAM": TOKEN_PARAM,
+                "PLIVO_API_URL": sim.url,
+                "PUBLIC_BASE_URL": BASE,
+                "VERIFY_SIGNATURES": "true",
+                "PLIVO_CPS": "10",
+                "CALL_WINDOW": "00:00-00:00",
+                "DEFAULT_TZ": "UTC",
             }.items():
                 monkeypatch.setenv(name, value)
             monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # no credentials cached from before
@@ -127,15 +137,25 @@ def _signed(path: str, params: dict[str, str], nonce: str = "31415") -> tuple[di
     from devtools.plivo_sim import sign_v3
 
     signature = sign_v3(TOKEN, "POST", BASE + path, params, nonce)
-    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Plivo-Signature-V3": signature,
-               "X-Plivo-Signature-V3-Nonce": nonce}
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Plivo-Signature-V3": signature,
+        "X-Plivo-Signature-V3-Nonce": nonce,
+    }
     return headers, urlencode(params)
 
 
 def _answer(client: Client, **headers: str) -> str:
-    params = {"CallUUID": "uuid-answer-1", "From": "14155559999", "To": "14155550100",
-              "Direction": "outbound", "CallStatus": "in-progress", "Event": "StartApp",
-              "X-PH-CustomerId": "C42", **{f"X-PH-{k}": v for k, v in headers.items()}}
+    params = {
+        "CallUUID": "uuid-answer-1",
+        "From": "14155559999",
+        "To": "14155550100",
+        "Direction": "outbound",
+        "CallStatus": "in-progress",
+        "Event": "StartApp",
+        "X-PH-CustomerId": "C42",
+        **{f"X-PH-{k}": v for k, v in headers.items()},
+    }
     headers, body = _signed("/answer", params)
     response = client.http.post("/answer", headers=headers, body=body)
     assert response.status_code == 200
@@ -156,8 +176,16 @@ def test_policy_is_enough_for_answer_launcher_and_hangup(stack):
     from app import app
     from chalicelib import handlers
 
-    stack.repo_admin.add({"call_id": "job-1", "status": "pending", "due_at": time.time() - 5,
-                          "to": "14155550100", "from": "14155559999", "headers": {"CustomerId": "C42"}})
+    stack.repo_admin.add(
+        {
+            "call_id": "job-1",
+            "status": "pending",
+            "due_at": time.time() - 5,
+            "to": "14155550100",
+            "from": "14155559999",
+            "headers": {"CustomerId": "C42"},
+        }
+    )
     with enable_iam_authentication(), Client(app) as client:
         first = _answer(client)
         assert "Hello from S3, customer C42" in first  # the template itself, not the fallback
@@ -169,9 +197,18 @@ def test_policy_is_enough_for_answer_launcher_and_hangup(stack):
         (call,) = stack.sim.calls
         assert call["body"]["hangup_url"] == f"{BASE}/hangup?call_id=job-1"
 
-        params = {"CallUUID": "uuid-1", "RequestUUID": call["request_uuid"], "CallStatus": "completed",
-                  "HangupCause": "NORMAL_CLEARING", "Duration": "12", "BillDuration": "60",
-                  "From": "14155559999", "To": "14155550100", "Direction": "outbound", "Event": "Hangup"}
+        params = {
+            "CallUUID": "uuid-1",
+            "RequestUUID": call["request_uuid"],
+            "CallStatus": "completed",
+            "HangupCause": "NORMAL_CLEARING",
+            "Duration": "12",
+            "BillDuration": "60",
+            "From": "14155559999",
+            "To": "14155550100",
+            "Direction": "outbound",
+            "Event": "Hangup",
+        }
         headers, body = _signed("/hangup?call_id=job-1", params)
         response = client.http.post("/hangup?call_id=job-1", headers=headers, body=body)
         assert response.status_code == 200, response.body
@@ -189,7 +226,8 @@ def test_policy_is_no_more(stack):
         ssm = resources.ssm_client()
         refused = {
             "s3:PutObject on the template prefix": lambda: s3.put_object(
-                Bucket=BUCKET, Key=f"{PREFIX}Evil.xml", Body=b"<Response/>"),
+                Bucket=BUCKET, Key=f"{PREFIX}Evil.xml", Body=b"<Response/>"
+            ),
             "s3:GetObject outside the prefix": lambda: s3.get_object(Bucket=BUCKET, Key="private/notes.txt"),
             "s3:ListBucket on another bucket": lambda: s3.list_objects_v2(Bucket=OTHER_BUCKET, Prefix=PREFIX),
             "s3:DeleteObject": lambda: s3.delete_object(Bucket=BUCKET, Key=f"{PREFIX}Welcome.xml"),
@@ -197,13 +235,15 @@ def test_policy_is_no_more(stack):
             "dynamodb:PutItem": lambda: ddb.put_item(TableName=TABLE, Item={"call_id": "x"}),
             "dynamodb:DeleteItem": lambda: ddb.delete_item(TableName=TABLE, Key={"call_id": "x"}),
             "dynamodb:Query on the table, not the index": lambda: ddb.query(
-                TableName=TABLE, KeyConditionExpression="call_id = :c",
-                ExpressionAttributeValues={":c": "x"}),
+                TableName=TABLE, KeyConditionExpression="call_id = :c", ExpressionAttributeValues={":c": "x"}
+            ),
             "dynamodb:DescribeTable": lambda: ddb.describe_table(TableName=TABLE),
             "ssm:GetParameter on another parameter": lambda: ssm.get_parameter(
-                Name="/other/secret", WithDecryption=True),
-            "ssm:PutParameter": lambda: ssm.put_parameter(Name=TOKEN_PARAM, Value="x", Type="SecureString",
-                                                          Overwrite=True),
+                Name="/other/secret", WithDecryption=True
+            ),
+            "ssm:PutParameter": lambda: ssm.put_parameter(
+                Name=TOKEN_PARAM, Value="x", Type="SecureString", Overwrite=True
+            ),
         }
         allowed = [name for name, call in refused.items() if not _denied(call)]
         assert allowed == []
@@ -220,8 +260,9 @@ def test_a_deleted_template_is_missing_not_served_forever(stack, caplog):
     from app import app
 
     caplog.set_level(logging.WARNING, logger="callflow")
-    stack.admin.client("s3").put_object(Bucket=BUCKET, Key=f"{PREFIX}Gone.xml",
-                                        Body=b"<Response><Speak>Soon deleted</Speak></Response>")
+    stack.admin.client("s3").put_object(
+        Bucket=BUCKET, Key=f"{PREFIX}Gone.xml", Body=b"<Response><Speak>Soon deleted</Speak></Response>"
+    )
     s3 = resources.s3_client()
     with Client(app) as client:
         with enable_iam_authentication():
@@ -241,6 +282,7 @@ def test_a_deleted_template_is_missing_not_served_forever(stack, caplog):
 
 def test_the_check_is_not_blind_a_policy_without_updateitem_breaks_the_launcher(monkeypatch):
     """Negative control: drop one action the launcher needs and the same pass places nothing."""
+
     def without_update_item(document: dict) -> dict:
         for statement in document["Statement"]:
             statement["Action"] = [a for a in statement["Action"] if a != "dynamodb:UpdateItem"]
@@ -250,8 +292,16 @@ def test_the_check_is_not_blind_a_policy_without_updateitem_breaks_the_launcher(
     from chalicelib import handlers
 
     for stack in _build(monkeypatch, _policy_document(without_update_item)):
-        stack.repo_admin.add({"call_id": "job-2", "status": "pending", "due_at": time.time() - 5,
-                              "to": "14155550100", "from": "14155559999", "headers": {}})
+        stack.repo_admin.add(
+            {
+                "call_id": "job-2",
+                "status": "pending",
+                "due_at": time.time() - 5,
+                "to": "14155550100",
+                "from": "14155559999",
+                "headers": {},
+            }
+        )
         with enable_iam_authentication():
             summary = handlers.launch()
         assert summary["placed"] == 0 and stack.sim.calls == []

@@ -47,8 +47,11 @@ def _norm(name: str) -> str:
 
 def runtime_closure() -> set[str]:
     """Distributions requirements.txt pulls in (transitively), as installed in this venv."""
-    todo = [Requirement(line.split("#")[0].strip())
-            for line in (ROOT / "requirements.txt").read_text().splitlines() if line.split("#")[0].strip()]
+    todo = [
+        Requirement(line.split("#")[0].strip())
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.split("#")[0].strip()
+    ]
     seen: set[str] = set()
     while todo:
         req = todo.pop()
@@ -63,6 +66,7 @@ def runtime_closure() -> set[str]:
 
 
 # --- the build ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_package_writes_template_and_zip_and_lints_clean(built):
@@ -81,12 +85,14 @@ def test_cfn_lint_is_not_blind(built, tmp_path):
 
 
 def test_make_package_runs_this_script_for_the_stage():
-    dry = subprocess.run(["make", "-n", "package", "STAGE=prod"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
+    dry = subprocess.run(
+        ["make", "-n", "package", "STAGE=prod"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     assert "-m devtools.package --stage prod" in dry
 
 
 # --- what the template holds ---------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_template_holds_bucket_table_and_both_functions(sam):
@@ -143,10 +149,14 @@ def test_both_roles_carry_exactly_the_policy_file(sam):
 
 # --- what the zip holds --------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_zip_holds_app_chalicelib_and_runtime_dependencies_only(zip_names):
-    ours = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "chalicelib").rglob("*.py")
-                  if "__pycache__" not in p.parts)
+    ours = sorted(
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "chalicelib").rglob("*.py")
+        if "__pycache__" not in p.parts
+    )
     assert "app.py" in zip_names
     assert sorted(n for n in zip_names if n.startswith("chalicelib/")) == ours
     chalice_shim = sorted(n for n in zip_names if n.startswith("chalice/"))
@@ -179,9 +189,16 @@ def test_package_never_wipes_a_directory_that_is_not_a_package(tmp_path):
 def test_zip_check_flags_dev_entries(tmp_path):
     path = tmp_path / "deployment.zip"
     with zipfile.ZipFile(path, "w") as zf:
-        for name in ("app.py", "chalicelib/__init__.py", "chalicelib/__pycache__/x.cpython-311.pyc",
-                     "moto/__init__.py", "click-8.5.1.dist-info/METADATA", "tests/test_x.py",
-                     "chalice/cli/__init__.py", "jinja2/__init__.py"):
+        for name in (
+            "app.py",
+            "chalicelib/__init__.py",
+            "chalicelib/__pycache__/x.cpython-311.pyc",
+            "moto/__init__.py",
+            "click-8.5.1.dist-info/METADATA",
+            "tests/test_x.py",
+            "chalice/cli/__init__.py",
+            "jinja2/__init__.py",
+        ):
             zf.writestr(name, "")
     problems = package.zip_problems(path)
     flagged = " ".join(problems)

@@ -22,8 +22,9 @@ TEMPLATES = {
     "Chosen.xml": "<Response><Speak>Chosen by header for {{ headers.Name }}.</Speak></Response>",
     "Ruled.xml": "<Response><Speak>Spring rule, code {{ headers.Code }}.</Speak><Hangup/></Response>",
     "Greeting.xml": "<Response><Speak>Default greeting for {{ call.To }}.</Speak></Response>",
-    "routes.json": json.dumps({"default": "Greeting",
-                               "rules": [{"when": {"Campaign": "Spring"}, "template": "Ruled"}]}),
+    "routes.json": json.dumps(
+        {"default": "Greeting", "rules": [{"when": {"Campaign": "Spring"}, "template": "Ruled"}]}
+    ),
 }
 
 
@@ -62,8 +63,13 @@ class RunningStack:
 
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory):
-    stack = Stack(free_port(), free_port(), free_port(), root=ROOT,
-                  extra_env={"CALL_WINDOW": "00:00-24:00", "RETRY_DELAYS": "2", "MAX_ATTEMPTS": "3"})
+    stack = Stack(
+        free_port(),
+        free_port(),
+        free_port(),
+        root=ROOT,
+        extra_env={"CALL_WINDOW": "00:00-24:00", "RETRY_DELAYS": "2", "MAX_ATTEMPTS": "3"},
+    )
     supervisor = Supervisor(tmp_path_factory.mktemp("stack-logs"))
     try:
         stack.start(supervisor)

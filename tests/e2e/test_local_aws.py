@@ -23,8 +23,10 @@ def test_table_is_created_from_the_deploy_definition():
         assert local_aws.ensure_table(client, "t") is False  # idempotent
         table = client.describe_table(TableName="t")["Table"]
         index = table["GlobalSecondaryIndexes"][0]
-        assert index["KeySchema"] == [{"AttributeName": "status", "KeyType": "HASH"},
-                                      {"AttributeName": "due_at", "KeyType": "RANGE"}]
+        assert index["KeySchema"] == [
+            {"AttributeName": "status", "KeyType": "HASH"},
+            {"AttributeName": "due_at", "KeyType": "RANGE"},
+        ]
         s3 = boto3.client("s3", region_name="us-east-1")
         assert local_aws.ensure_bucket(s3, "local-bucket") is True
         assert local_aws.ensure_bucket(s3, "local-bucket") is False

@@ -83,9 +83,20 @@ def clone(tmp_path):
 
 def make_run(clone: Path, api: int, moto: int, plivo: int) -> subprocess.Popen:
     return subprocess.Popen(
-        ["make", "--no-print-directory", "-o", ".venv/.installed", "run", f"API_PORT={api}",
-         f"MOTO_PORT={moto}", f"PLIVO_PORT={plivo}"],
-        cwd=clone, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            "make",
+            "--no-print-directory",
+            "-o",
+            ".venv/.installed",
+            "run",
+            f"API_PORT={api}",
+            f"MOTO_PORT={moto}",
+            f"PLIVO_PORT={plivo}",
+        ],
+        cwd=clone,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         env={k: v for k, v in os.environ.items() if not k.startswith(OUR_VARIABLES)},
     )
 

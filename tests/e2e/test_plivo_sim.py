@@ -53,13 +53,18 @@ def post(sim, data, auth=(AUTH_ID, AUTH_TOKEN), timeout=5.0):
 
 # -- Call API ----------------------------------------------------------------------------------------------
 
+
 def test_plivo_python_calls_create_is_accepted(sim, monkeypatch):
     monkeypatch.setattr(plivo.rest.client, "API_VOICE_BASE_URI", f"{sim.url}/v1/Account")
     client = plivo.RestClient(AUTH_ID, AUTH_TOKEN)
     reply = client.calls.create(
-        from_="14155550100", to_="14155550123", answer_url="https://example.com/answer",
-        answer_method="GET", hangup_url="https://example.com/hangup?call_id=c1",
-        sip_headers="Template=Reminder,CustomerId=42", caller_name="Clinic",
+        from_="14155550100",
+        to_="14155550123",
+        answer_url="https://example.com/answer",
+        answer_method="GET",
+        hangup_url="https://example.com/hangup?call_id=c1",
+        sip_headers="Template=Reminder,CustomerId=42",
+        caller_name="Clinic",
     )
     assert reply.message == "call fired"
     assert len(sim.calls) == 1
@@ -98,8 +103,9 @@ def test_bad_basic_auth_gets_401(sim, auth):
 
 
 def test_account_in_path_must_match_credentials(sim):
-    reply = requests.post(call_url(sim, "MAZZZZZZZZZZZZZZZZZZ"), json=body(), auth=(AUTH_ID, AUTH_TOKEN),
-                          timeout=5)
+    reply = requests.post(
+        call_url(sim, "MAZZZZZZZZZZZZZZZZZZ"), json=body(), auth=(AUTH_ID, AUTH_TOKEN), timeout=5
+    )
     assert reply.status_code == 401
 
 
@@ -127,19 +133,22 @@ def test_bulk_destinations_fire_one_call_each(sim):
     assert [c["to"] for c in sim.calls] == ["14155550111", "sip:alice@phone.plivo.com"]
 
 
-@pytest.mark.parametrize("headers", [
-    "Template-Name=Reminder",       # '-' in a name
-    "Template=Re minder",            # space in a value
-    "Lang=es_MX",                    # '_' in a value
-    "Name=Val%20ue",                 # '%' in a value
-    "A" * 25 + "=x",                 # name over 24
-    "Name=" + "v" * 121,             # value over 120
-    "Name",                          # no '='
-    "Name=a=b",                      # two '='
-    "=value",                        # empty name
-    "Name=",                         # empty value
-    "Good=1,,Other=2",               # empty pair
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "Template-Name=Reminder",  # '-' in a name
+        "Template=Re minder",  # space in a value
+        "Lang=es_MX",  # '_' in a value
+        "Name=Val%20ue",  # '%' in a value
+        "A" * 25 + "=x",  # name over 24
+        "Name=" + "v" * 121,  # value over 120
+        "Name",  # no '='
+        "Name=a=b",  # two '='
+        "=value",  # empty name
+        "Name=",  # empty value
+        "Good=1,,Other=2",  # empty pair
+    ],
+)
 def test_bad_sip_headers_get_400(sim, headers):
     reply = post(sim, body(sip_headers=headers))
     assert reply.status_code == 400, headers
@@ -152,10 +161,18 @@ def test_sip_headers_at_the_limits_are_accepted(sim):
     assert reply.status_code == 201
 
 
-@pytest.mark.parametrize("extra", [
-    {"answer_url": "ftp://x/answer"}, {"answer_method": "PUT"}, {"caller_name": "x" * 51},
-    {"ring_timeout": 0}, {"machine_detection": "maybe"}, {"to": "12ab"}, {"from": "sip:a@b"},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"answer_url": "ftp://x/answer"},
+        {"answer_method": "PUT"},
+        {"caller_name": "x" * 51},
+        {"ring_timeout": 0},
+        {"machine_detection": "maybe"},
+        {"to": "12ab"},
+        {"from": "sip:a@b"},
+    ],
+)
 def test_other_validation(sim, extra):
     assert post(sim, body(**extra)).status_code == 400
 
@@ -224,11 +241,13 @@ def test_latency_overlaps_across_concurrent_requests():
 
 # -- Plivo's side of the call -------------------------------------------------------------------------------
 
+
 class AppServer:
     """A stand-in answer/hangup app that checks every signature with plivo-python."""
 
-    def __init__(self, xml: str = "<Response><Speak>Hello</Speak></Response>",
-                 content_type: str = "application/xml") -> None:
+    def __init__(
+        self, xml: str = "<Response><Speak>Hello</Speak></Response>", content_type: str = "application/xml"
+    ) -> None:
         self.xml = xml
         self.content_type = content_type
         self.seen: list[dict] = []
@@ -246,11 +265,16 @@ class AppServer:
                 form = dict(parse_qsl(raw, keep_blank_values=True))
                 query = dict(parse_qsl(parts.query, keep_blank_values=True))
                 valid = validate_v3_signature(
-                    self.command, url, self.headers.get("X-Plivo-Signature-V3-Nonce", ""), AUTH_TOKEN,
-                    self.headers.get("X-Plivo-Signature-V3", ""), form if self.command == "POST" else {},
+                    self.command,
+                    url,
+                    self.headers.get("X-Plivo-Signature-V3-Nonce", ""),
+                    AUTH_TOKEN,
+                    self.headers.get("X-Plivo-Signature-V3", ""),
+                    form if self.command == "POST" else {},
                 )
-                owner.seen.append({"method": self.command, "path": parts.path, "query": query, "form": form,
-                                   "valid": valid})
+                owner.seen.append(
+                    {"method": self.command, "path": parts.path, "query": query, "form": form, "valid": valid}
+                )
                 reply = owner.xml.encode() if parts.path.startswith("/answer") else b"<Response/>"
                 self.send_response(200)
                 self.send_header("Content-Type", owner.content_type)
@@ -285,14 +309,19 @@ def player():
 
 
 def app_call(app, **extra):
-    return body(answer_url=f"http://127.0.0.1:{app.port}/answer",
-                hangup_url=f"http://127.0.0.1:{app.port}/hangup?call_id=job1", **extra)
+    return body(
+        answer_url=f"http://127.0.0.1:{app.port}/answer",
+        hangup_url=f"http://127.0.0.1:{app.port}/hangup?call_id=job1",
+        **extra,
+    )
 
 
 def test_plays_answer_url_with_signed_plivo_parameters(player, app):
-    app.xml = ("<Response><Speak voice=\"MAN\">Hello <break time=\"1s\"/> Ann</Speak>"
-               "<GetDigits action=\"http://x/d\" numDigits=\"1\"><Play>http://x/menu.mp3</Play></GetDigits>"
-               "<Hangup reason=\"busy\"/></Response>")
+    app.xml = (
+        '<Response><Speak voice="MAN">Hello <break time="1s"/> Ann</Speak>'
+        '<GetDigits action="http://x/d" numDigits="1"><Play>http://x/menu.mp3</Play></GetDigits>'
+        '<Hangup reason="busy"/></Response>'
+    )
     reply = post(player, app_call(app, sip_headers="Template=Reminder,Name=Ann", caller_name="Clinic"))
     assert reply.status_code == 201
     assert player.wait_for(lambda s: len(s.heard) == 1, 10)
@@ -345,13 +374,16 @@ def test_status_script_then_suffix_default(player, app):
     assert statuses == ["completed", "no-answer"]
 
 
-@pytest.mark.parametrize(("xml", "content_type", "problem"), [
-    ("<Response><Speek>hi</Speek></Response>", "application/xml", "Speek"),
-    ("<Response><Speak>hi</Response>", "application/xml", "well-formed"),
-    ("<Reply><Speak>hi</Speak></Reply>", "application/xml", "Response"),
-    ("<Response><Dial><Speak>x</Speak></Dial></Response>", "application/xml", "Speak"),
-    ("<Response><Speak>hi</Speak></Response>", "text/html", "Content-Type"),
-])
+@pytest.mark.parametrize(
+    ("xml", "content_type", "problem"),
+    [
+        ("<Response><Speek>hi</Speek></Response>", "application/xml", "Speek"),
+        ("<Response><Speak>hi</Response>", "application/xml", "well-formed"),
+        ("<Reply><Speak>hi</Speak></Reply>", "application/xml", "Response"),
+        ("<Response><Dial><Speak>x</Speak></Dial></Response>", "application/xml", "Speak"),
+        ("<Response><Speak>hi</Speak></Response>", "text/html", "Content-Type"),
+    ],
+)
 def test_invalid_answer_xml_ends_the_call(player, xml, content_type, problem):
     app = AppServer(xml, content_type)
     try:
@@ -367,8 +399,10 @@ def test_invalid_answer_xml_ends_the_call(player, xml, content_type, problem):
 
 def test_redirect_is_followed(player, app):
     app.xml = "<Response><Speak>Hi</Speak></Response>"
-    first = AppServer(f"<Response><Speak>One</Speak><Redirect>http://127.0.0.1:{app.port}/answer2</Redirect>"
-                      "<Speak>never</Speak></Response>")
+    first = AppServer(
+        f"<Response><Speak>One</Speak><Redirect>http://127.0.0.1:{app.port}/answer2</Redirect>"
+        "<Speak>never</Speak></Response>"
+    )
     try:
         post(player, body(answer_url=f"http://127.0.0.1:{first.port}/answer"))
         assert player.wait_for(lambda s: len(s.heard) == 1, 10)
@@ -389,6 +423,7 @@ def test_unreachable_answer_url_is_recorded(player):
 
 # -- pure helpers ---------------------------------------------------------------------------------------
 
+
 def test_helpers():
     assert parse_sip_headers("A=1,B=x") == ({"A": "1", "B": "x"}, None)
     assert parse_sip_headers(None) == ({}, None)
@@ -399,14 +434,28 @@ def test_helpers():
 
 # -- process mode --------------------------------------------------------------------------------------------
 
+
 def test_process_mode_with_control_endpoints(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "devtools.plivo_sim", "--port", str(port), "--auth-id", AUTH_ID,
-         "--auth-token", AUTH_TOKEN, "--status", "0=busy"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "devtools.plivo_sim",
+            "--port",
+            str(port),
+            "--auth-id",
+            AUTH_ID,
+            "--auth-token",
+            AUTH_TOKEN,
+            "--status",
+            "0=busy",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert "listening on" in proc.stdout.readline()

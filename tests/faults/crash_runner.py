@@ -33,8 +33,11 @@ def main(moment: str) -> int:
 
     def after_claim(http_response=None, parsed=None, **_):
         attributes = (parsed or {}).get("Attributes") or {}
-        if http_response is not None and http_response.status_code == 200 and \
-                attributes.get("status") == {"S": "dialing"}:
+        if (
+            http_response is not None
+            and http_response.status_code == 200
+            and attributes.get("status") == {"S": "dialing"}
+        ):
             die(attributes["call_id"]["S"])
 
     def before_result(params=None, **_):

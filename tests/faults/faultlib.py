@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from chalicelib.logs import SERVICE
 from tests import support
 from tests.support import PLIVO_QUERY, ROOT, form, make_job  # noqa: F401 - the fault tests import them here
 
@@ -19,7 +20,7 @@ BUCKET = "callflow-faults-templates"
 PREFIX = "templates/"
 TABLE = "callflow-faults-calls"
 AUTH_ID = "MAFAULTSXXXXXXXXXXXX"
-TOKEN = "faults-test-token"  # noqa: S105
+TOKEN = "faults-test-token"
 DOMAIN = "fault123.execute-api.us-east-1.amazonaws.com"
 BASE = f"https://{DOMAIN}/api"
 
@@ -35,9 +36,19 @@ ENV = {
     "CALL_WINDOW": "00:00-00:00",
     "DEFAULT_TZ": "UTC",
 }
-UNSET = ("PLIVO_AUTH_TOKEN_PARAM", "DEFAULT_TEMPLATE", "TEMPLATE_CACHE_TTL", "AWS_ENDPOINT_URL",
-         "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE", "PLIVO_API_URL", "MAX_ATTEMPTS",
-         "RETRY_DELAYS", "LOG_LEVEL")
+UNSET = (
+    "PLIVO_AUTH_TOKEN_PARAM",
+    "DEFAULT_TEMPLATE",
+    "TEMPLATE_CACHE_TTL",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_PROFILE",
+    "PLIVO_API_URL",
+    "MAX_ATTEMPTS",
+    "RETRY_DELAYS",
+    "LOG_LEVEL",
+)
 
 
 def apply_env(mp, extra: Mapping[str, str] | None = None) -> None:
@@ -45,6 +56,7 @@ def apply_env(mp, extra: Mapping[str, str] | None = None) -> None:
 
 
 # ---------------------------------------------------------------- the AWS stack (inside mock_aws or a server)
+
 
 def table_args() -> dict[str, Any]:
     """create_table arguments from infra/resources.json's CallsTable: the deploy's shape, GSI included."""
@@ -70,12 +82,19 @@ def put_template(session, name: str, body: str | bytes, endpoint_url: str | None
 
 # ---------------------------------------------------------------- Plivo V3 signatures (plivo-python)
 
+
 def plivo_sign(method: str, uri: str, params: Mapping[str, Any], nonce: str, token: str = TOKEN) -> str:
     return support.plivo_sign(method, uri, params, nonce, token)
 
 
-def plivo_sign_parts(method: str, base_uri: str, query: Mapping[str, list[str]], body: Mapping[str, Any],
-                     nonce: str, token: str = TOKEN) -> str:
+def plivo_sign_parts(
+    method: str,
+    base_uri: str,
+    query: Mapping[str, list[str]],
+    body: Mapping[str, Any],
+    nonce: str,
+    token: str = TOKEN,
+) -> str:
     """Like plivo_sign, for a URL given as its decoded query. plivo-python parses a URL's query as ASCII
     bytes, so it cannot sign a URL whose query decodes to non-ASCII text; the SDK's own sorting functions
     are used on the decoded parameters instead (PLIVO.md steps 2 and 3)."""
@@ -99,8 +118,9 @@ def plivo_sign_parts(method: str, base_uri: str, query: Mapping[str, list[str]],
     return get_signature_v3(token.encode(), url, nonce.encode()).decode()
 
 
-def signed_headers(method: str, uri: str, params: Mapping[str, Any] | None = None,
-                   nonce: str = "424242") -> dict[str, str]:
+def signed_headers(
+    method: str, uri: str, params: Mapping[str, Any] | None = None, nonce: str = "424242"
+) -> dict[str, str]:
     return support.signed_headers(method, uri, params, nonce, TOKEN)
 
 
@@ -110,18 +130,30 @@ def query_dict(query: str) -> dict[str, list[str]]:
 
 # ---------------------------------------------------------------- API Gateway proxy events
 
-def api_event(method: str, path: str, *, headers: Mapping[str, str] | None = None,
-              query: Mapping[str, list[str]] | None = None, body: bytes | str | None = None,
-              base64_body: bool = False) -> dict[str, Any]:
+
+def api_event(
+    method: str,
+    path: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    query: Mapping[str, list[str]] | None = None,
+    body: bytes | str | None = None,
+    base64_body: bool = False,
+) -> dict[str, Any]:
     """A REST API (v1) Lambda proxy event as API Gateway sends it for `https://DOMAIN/api{path}`."""
     from bench.harness import proxy_event
 
-    all_headers = {"Host": DOMAIN, "User-Agent": "PlivoHTTP/1.0", "X-Forwarded-Proto": "https",
-                   **(headers or {})}
+    all_headers = {
+        "Host": DOMAIN,
+        "User-Agent": "PlivoHTTP/1.0",
+        "X-Forwarded-Proto": "https",
+        **(headers or {}),
+    }
     if isinstance(body, bytes):
         body = base64.b64encode(body).decode() if base64_body else body.decode("utf-8")
-    return proxy_event(method, path, domain=DOMAIN, headers=all_headers, query=query, body=body,
-                       is_base64=base64_body)
+    return proxy_event(
+        method, path, domain=DOMAIN, headers=all_headers, query=query, body=body, is_base64=base64_body
+    )
 
 
 def invoke(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,12 +167,16 @@ def signed_hangup_event(call_id: str, params: Mapping[str, str], nonce: str = "7
     """Plivo's POST to the hangup_url the launcher gave it, signed with the account token."""
     query = {"call_id": [call_id]}
     signature = plivo_sign_parts("POST", f"{BASE}/hangup", query, params, nonce)
-    headers = {"X-Plivo-Signature-V3": signature, "X-Plivo-Signature-V3-Nonce": nonce,
-               "Content-Type": "application/x-www-form-urlencoded"}
+    headers = {
+        "X-Plivo-Signature-V3": signature,
+        "X-Plivo-Signature-V3-Nonce": nonce,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
     return api_event("POST", "/hangup", headers=headers, query=query, body=form(params))
 
 
 # ---------------------------------------------------------------- XML
+
 
 def xml_tree(body: str):
     import defusedxml.ElementTree as DET
@@ -162,6 +198,7 @@ def spoken(body: str) -> list[str]:
 
 # ---------------------------------------------------------------- botocore fault hooks on the app's clients
 
+
 class _Raw:
     """The urllib3-like body botocore reads from an AWSResponse."""
 
@@ -178,14 +215,20 @@ class _Raw:
 def aws_error_response(url: str, status: int, body: bytes, content_type: str):
     from botocore.awsrequest import AWSResponse
 
-    headers = {"Content-Type": content_type, "Content-Length": str(len(body)),
-               "x-amzn-RequestId": "fault-injected", "x-amz-request-id": "fault-injected"}
+    headers = {
+        "Content-Type": content_type,
+        "Content-Length": str(len(body)),
+        "x-amzn-RequestId": "fault-injected",
+        "x-amz-request-id": "fault-injected",
+    }
     return AWSResponse(url, status, headers, _Raw(body))
 
 
 def s3_error(url: str, status: int, code: str, message: str = "injected fault"):
-    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
-            f"<RequestId>fault</RequestId></Error>").encode()
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+        f"<RequestId>fault</RequestId></Error>"
+    ).encode()
     return aws_error_response(url, status, body, "application/xml")
 
 
@@ -210,8 +253,14 @@ class FaultHook:
 
     `times`: how many matching requests fail (None: all). Counts what it saw, by operation."""
 
-    def __init__(self, client, event: str, fault: Callable[[Any], Any],
-                 match: Callable[[Any, dict], bool] | None = None, times: int | None = None) -> None:
+    def __init__(
+        self,
+        client,
+        event: str,
+        fault: Callable[[Any], Any],
+        match: Callable[[Any, dict], bool] | None = None,
+        times: int | None = None,
+    ) -> None:
         self.client = client
         self.event = event
         self.fault = fault
@@ -270,7 +319,8 @@ def key_of(body: dict) -> str | None:
 
 def is_claim(body: dict) -> bool:
     return ":pending" in body.get("ConditionExpression", "") and "ADD attempts" in body.get(
-        "UpdateExpression", "")
+        "UpdateExpression", ""
+    )
 
 
 def is_result_write(body: dict) -> bool:
@@ -285,17 +335,18 @@ def is_pending_query(body: dict) -> bool:
 
 # ---------------------------------------------------------------- logs and the simulator
 
+
 class LogReader(logging.Handler):
-    """Collects the callflow loggers' records formatted by the app's own JSON formatter."""
+    """Collects the callflow logger's records formatted by the app's own JSON formatter."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        from chalicelib.logs import JsonFormatter
+        from chalicelib import logs
 
-        self.setFormatter(JsonFormatter())
+        self.setFormatter(logs.log.registered_formatter)  # the app's own Powertools formatter
         self.lines: list[dict] = []
         self._lock2 = threading.Lock()
-        logger = logging.getLogger("callflow")
+        logger = logging.getLogger(SERVICE)
         self._level = logger.level
         logger.addHandler(self)
         logger.setLevel(logging.INFO)
@@ -309,7 +360,7 @@ class LogReader(logging.Handler):
         return [line for line in self.lines if line["level"] == level]
 
     def close(self) -> None:
-        logger = logging.getLogger("callflow")
+        logger = logging.getLogger(SERVICE)
         logger.removeHandler(self)
         logger.setLevel(self._level)
         super().close()

@@ -37,8 +37,12 @@ def test_two_overlapping_passes_dial_each_of_1000_jobs_once(aws, plivo_env, env)
     now = time.time()
     with table.batch_writer() as batch:  # a bulk producer; due times tie in threes
         for i in range(JOBS):
-            job = make_job(f"c-{i:04d}", due_at=Decimal(str(round(now - 2000 + i // 3, 3))),
-                           to=f"1415{i:07d}", attempts=0)
+            job = make_job(
+                f"c-{i:04d}",
+                due_at=Decimal(str(round(now - 2000 + i // 3, 3))),
+                to=f"1415{i:07d}",
+                attempts=0,
+            )
             batch.put_item(Item=job)
 
     passes = [container_launcher(sim.url), container_launcher(sim.url)]

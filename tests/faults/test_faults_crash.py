@@ -43,8 +43,11 @@ def free_port() -> int:
 @pytest.fixture
 def moto_server():
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while True:
@@ -84,10 +87,17 @@ def stack(moto_server, env, plivo_env):
 def run_and_kill(moment: str, moto_url: str, sim_url: str) -> list[str]:
     environment = {key: value for key, value in os.environ.items() if key not in ENV}
     environment.update(ENV)
-    environment.update({"AWS_ENDPOINT_URL": moto_url, "PLIVO_API_URL": sim_url, "PLIVO_CPS": "5",
-                        "PYTHONPATH": str(ROOT)})
-    done = subprocess.run([sys.executable, str(RUNNER), moment], env=environment, capture_output=True,
-                          text=True, timeout=120, cwd=str(ROOT))
+    environment.update(
+        {"AWS_ENDPOINT_URL": moto_url, "PLIVO_API_URL": sim_url, "PLIVO_CPS": "5", "PYTHONPATH": str(ROOT)}
+    )
+    done = subprocess.run(
+        [sys.executable, str(RUNNER), moment],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(ROOT),
+    )
     assert done.returncode == 17, f"the pass was not killed: {done.returncode}\n{done.stdout}\n{done.stderr}"
     killed = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("KILLED ")]
     assert killed, done.stdout
@@ -113,13 +123,24 @@ def settled_statuses(quiet: float = 0.3, limit: float = 10.0) -> dict[str, dict]
 
 def later_pass(seconds: float) -> dict:
     """A scheduled run `seconds` from now (the launcher's clock injection)."""
-    return launcher.Launcher(resources.job_repository(), resources.plivo_client(), resources.settings(),
-                             clock=lambda: time.time() + seconds).run()
+    return launcher.Launcher(
+        resources.job_repository(),
+        resources.plivo_client(),
+        resources.settings(),
+        clock=lambda: time.time() + seconds,
+    ).run()
 
 
 def settle(call_id: str, request_uuid: str) -> dict:
-    params = {"CallUUID": f"cu-{call_id}", "RequestUUID": request_uuid, "CallStatus": "completed",
-              "HangupCause": "NORMAL_CLEARING", "Duration": "31", "Event": "Hangup", "From": "14155559999"}
+    params = {
+        "CallUUID": f"cu-{call_id}",
+        "RequestUUID": request_uuid,
+        "CallStatus": "completed",
+        "HangupCause": "NORMAL_CLEARING",
+        "Duration": "31",
+        "Event": "Hangup",
+        "From": "14155559999",
+    }
     reply = invoke(signed_hangup_event(call_id, params))
     assert reply["statusCode"] == 200, reply
     return resources.job_repository().get(call_id)

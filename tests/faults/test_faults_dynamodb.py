@@ -33,8 +33,12 @@ pytestmark = pytest.mark.usefixtures("aws", "plivo_env")
 
 
 def throttled(request):
-    return dynamodb_error(request.url, 400, "ProvisionedThroughputExceededException",
-                          "The level of configured provisioned throughput for the table was exceeded.")
+    return dynamodb_error(
+        request.url,
+        400,
+        "ProvisionedThroughputExceededException",
+        "The level of configured provisioned throughput for the table was exceeded.",
+    )
 
 
 def throttling(request):
@@ -74,8 +78,12 @@ def cause_mentions(lines: list[dict], *words: str) -> list[dict]:
 @pytest.mark.slow
 def test_throttled_query_on_the_second_page(sim, json_logs):
     ids = add_jobs(150)  # the pass reads 100 per page
-    hook = FaultHook(client(), "before-send.dynamodb.Query", throttled,
-                     match=lambda request, body: is_pending_query(body) and "ExclusiveStartKey" in body)
+    hook = FaultHook(
+        client(),
+        "before-send.dynamodb.Query",
+        throttled,
+        match=lambda request, body: is_pending_query(body) and "ExclusiveStartKey" in body,
+    )
     summary = launch_reporting()
 
     assert hook.injected, "the second page was never asked for"
@@ -98,9 +106,14 @@ def test_throttled_query_on_the_second_page(sim, json_logs):
 def test_throttled_stale_sweep_does_not_stop_dialling(sim, json_logs):
     """The query for stale `dialing` jobs fails: the due jobs are still dialled."""
     ids = add_jobs(10)
-    hook = FaultHook(client(), "before-send.dynamodb.Query", throttling,
-                     match=lambda request, body: {"S": "dialing"} in (body.get("ExpressionAttributeValues")
-                                                                       or {}).values())
+    hook = FaultHook(
+        client(),
+        "before-send.dynamodb.Query",
+        throttling,
+        match=lambda request, body: (
+            {"S": "dialing"} in (body.get("ExpressionAttributeValues") or {}).values()
+        ),
+    )
     summary = launch_reporting()
     assert hook.injected
     assert summary["placed"] == 10 and sorted(dialled(sim.calls)) == ids
@@ -111,8 +124,12 @@ def test_throttled_stale_sweep_does_not_stop_dialling(sim, json_logs):
 def test_throttled_claims_leave_those_jobs_pending_and_undialled(sim, json_logs):
     ids = add_jobs(30)
     blocked = set(ids[3:30:6])  # five jobs whose claim DynamoDB keeps refusing
-    hook = FaultHook(client(), "before-send.dynamodb.UpdateItem", throttled,
-                     match=lambda request, body: is_claim(body) and key_of(body) in blocked)
+    hook = FaultHook(
+        client(),
+        "before-send.dynamodb.UpdateItem",
+        throttled,
+        match=lambda request, body: is_claim(body) and key_of(body) in blocked,
+    )
     summary = launch_reporting()
 
     assert {key_of(body) for body in hook.injected} == blocked
@@ -125,8 +142,9 @@ def test_throttled_claims_leave_those_jobs_pending_and_undialled(sim, json_logs)
     for call_id in blocked:
         job = resources.job_repository().get(call_id)
         assert int(job.get("attempts") or 0) == 0, job  # nothing was attempted, nothing is counted
-    reported = {line.get("call_id") for line in cause_mentions(json_logs.at("ERROR"), "ProvisionedThroughput")
-                }
+    reported = {
+        line.get("call_id") for line in cause_mentions(json_logs.at("ERROR"), "ProvisionedThroughput")
+    }
     assert blocked <= reported, f"not every unclaimed job was reported: {reported}"
 
     hook.remove()
@@ -139,8 +157,12 @@ def test_throttled_claims_leave_those_jobs_pending_and_undialled(sim, json_logs)
 def test_throttled_result_writes_never_redial_and_settle_later(sim, json_logs):
     ids = add_jobs(20)
     blocked = set(ids[2:20:4])  # Plivo placed these calls, but their `placed` write keeps failing
-    hook = FaultHook(client(), "before-send.dynamodb.UpdateItem", throttled,
-                     match=lambda request, body: is_result_write(body) and key_of(body) in blocked)
+    hook = FaultHook(
+        client(),
+        "before-send.dynamodb.UpdateItem",
+        throttled,
+        match=lambda request, body: is_result_write(body) and key_of(body) in blocked,
+    )
     launch_reporting()
 
     assert blocked <= {key_of(body) for body in hook.injected}
@@ -150,14 +172,19 @@ def test_throttled_result_writes_never_redial_and_settle_later(sim, json_logs):
     assert sorted(state) == ids
     assert {call_id for call_id, status in state.items() if status != "placed"} == blocked
     assert all(state[call_id] == "dialing" for call_id in blocked)  # never back to pending: no re-dial
-    reported = {line.get("call_id") for line in cause_mentions(json_logs.at("ERROR"), "ProvisionedThroughput")
-                }
+    reported = {
+        line.get("call_id") for line in cause_mentions(json_logs.at("ERROR"), "ProvisionedThroughput")
+    }
     assert blocked <= reported, f"not every unrecorded call was reported: {reported}"
 
     hook.remove()
     assert launch_reporting()["due"] == 0  # the next run leaves them alone ...
-    eleven_minutes = launcher.Launcher(resources.job_repository(), resources.plivo_client(),
-                                       resources.settings(), clock=lambda: time.time() + 660)
+    eleven_minutes = launcher.Launcher(
+        resources.job_repository(),
+        resources.plivo_client(),
+        resources.settings(),
+        clock=lambda: time.time() + 660,
+    )
     assert eleven_minutes.run()["unknown"] == len(blocked)  # ... and a later one gives up on them
     assert {call_id for call_id, status in statuses().items() if status == "unknown"} == blocked
     assert set(dialled(sim.calls).values()) == {1} and len(sim.calls) == 20
@@ -165,8 +192,14 @@ def test_throttled_result_writes_never_redial_and_settle_later(sim, json_logs):
     # Plivo's hangup callbacks still arrive (the call did happen): they settle the jobs.
     uuids = {call_id_of(call): call["request_uuid"] for call in sim.calls}
     for call_id in blocked:
-        params = {"CallUUID": f"cu-{call_id}", "RequestUUID": uuids[call_id], "CallStatus": "completed",
-                  "HangupCause": "NORMAL_CLEARING", "Duration": "12", "Event": "Hangup"}
+        params = {
+            "CallUUID": f"cu-{call_id}",
+            "RequestUUID": uuids[call_id],
+            "CallStatus": "completed",
+            "HangupCause": "NORMAL_CLEARING",
+            "Duration": "12",
+            "Event": "Hangup",
+        }
         assert invoke(signed_hangup_event(call_id, params))["statusCode"] == 200
     state = statuses()
     assert all(state[call_id] == "completed" for call_id in blocked), state
@@ -185,13 +218,19 @@ def test_transient_throttling_is_absorbed_by_retries(sim):
                 return False
             once[key] = True
             return True
+
         return match
 
     hooks = [
         FaultHook(client(), "before-send.dynamodb.Query", throttling, match=first_time("query")),
-        FaultHook(client(), "before-send.dynamodb.UpdateItem", throttled,
-                  match=lambda r, b: (is_claim(b) or is_result_write(b)) and first_time(
-                      "claim" if is_claim(b) else "write")(r, b)),
+        FaultHook(
+            client(),
+            "before-send.dynamodb.UpdateItem",
+            throttled,
+            match=lambda r, b: (
+                (is_claim(b) or is_result_write(b)) and first_time("claim" if is_claim(b) else "write")(r, b)
+            ),
+        ),
     ]
     summary = launch_reporting()
     assert all(hook.injected for hook in hooks)

@@ -58,10 +58,37 @@ KNOWN_JOBS = ("fz-placed", "fz-dialing", "fz-unknown")
 # XML 1.0 Char production: what an XML document can carry at all.
 NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
-MARKERS = ["<Dial>", "</Speak><Dial><Number>15550001</Number></Dial><Speak>", "&", "&amp;", "]]>",
-           '"', "'", "<!--", "<?xml version='1.0'?>", "<!DOCTYPE x [<!ENTITY e 'boom'>]>", "&e;",
-           "{{ 7*7 }}", "{% for x in call %}", "\x00", "\x07", "\x1b[0m", "\r\n", "\r", "\ufffe", "\ud7ff",
-           "\U0001f600", "\u202e", "%00", "%3CDial%3E", "+", "=", "&From=1", ";", " "]
+MARKERS = [
+    "<Dial>",
+    "</Speak><Dial><Number>15550001</Number></Dial><Speak>",
+    "&",
+    "&amp;",
+    "]]>",
+    '"',
+    "'",
+    "<!--",
+    "<?xml version='1.0'?>",
+    "<!DOCTYPE x [<!ENTITY e 'boom'>]>",
+    "&e;",
+    "{{ 7*7 }}",
+    "{% for x in call %}",
+    "\x00",
+    "\x07",
+    "\x1b[0m",
+    "\r\n",
+    "\r",
+    "\ufffe",
+    "\ud7ff",
+    "\U0001f600",
+    "\u202e",
+    "%00",
+    "%3CDial%3E",
+    "+",
+    "=",
+    "&From=1",
+    ";",
+    " ",
+]
 
 
 @pytest.fixture(scope="module")
@@ -108,14 +135,38 @@ value_text = st.one_of(
     st.builds(lambda a, m, b: a + m + b, plain_text, st.sampled_from(MARKERS), plain_text),
 )
 name_text = st.one_of(
-    st.sampled_from(["CallUUID", "To", "Direction", "X-PH-Name", "x-ph-loop", "X-PH-Loop", "SIP-H-To",
-                     "X-PH-Template", "CallStatus", "Event", "X-PH-", "SIP-H-", "call_id"]),
+    st.sampled_from(
+        [
+            "CallUUID",
+            "To",
+            "Direction",
+            "X-PH-Name",
+            "x-ph-loop",
+            "X-PH-Loop",
+            "SIP-H-To",
+            "X-PH-Template",
+            "CallStatus",
+            "Event",
+            "X-PH-",
+            "SIP-H-",
+            "call_id",
+        ]
+    ),
     st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12),
     st.builds(lambda m: "X-PH-" + m, st.sampled_from(MARKERS)),
 )
 pad = st.sampled_from([0, 0, 0, 0, 0, 0, 200, 40_000, 120_000, 300_000])
-SIGNATURE_MODES = ["valid"] * 6 + ["valid-ma", "valid-among", "missing", "no-nonce", "garbage",
-                   "tampered", "wrong-nonce", "wrong-url", "wrong-token"]
+SIGNATURE_MODES = ["valid"] * 6 + [
+    "valid-ma",
+    "valid-among",
+    "missing",
+    "no-nonce",
+    "garbage",
+    "tampered",
+    "wrong-nonce",
+    "wrong-url",
+    "wrong-token",
+]
 
 
 @st.composite
@@ -159,9 +210,14 @@ def requests(draw, path: str):
         content_type = "application/x-www-form-urlencoded"
     elif encoding == "json":
         if draw(st.booleans()):
-            body_params = {**body_params, "Extra": draw(st.one_of(st.integers(), st.booleans(),
-                                                                  st.dictionaries(name_text, plain_text,
-                                                                                  max_size=2)))}
+            body_params = {
+                **body_params,
+                "Extra": draw(
+                    st.one_of(
+                        st.integers(), st.booleans(), st.dictionaries(name_text, plain_text, max_size=2)
+                    )
+                ),
+            }
         raw = json.dumps(body_params).encode()
         content_type = "application/json"
     else:
@@ -174,9 +230,23 @@ def requests(draw, path: str):
     clean = True
     mangle = draw(st.sampled_from(["none"] * 6 + ["content-type", "bytes", "invalid-utf8", "bad-base64"]))
     if method == "POST" and mangle == "content-type":
-        content_type = draw(st.one_of(st.none(), st.sampled_from(
-            ["text/plain", "application/xml", "multipart/form-data; boundary=x", "application/json",
-             "application/x-www-form-urlencoded; charset=latin-1", "*/*", ";;;", "\u00e9/\u00e9"])))
+        content_type = draw(
+            st.one_of(
+                st.none(),
+                st.sampled_from(
+                    [
+                        "text/plain",
+                        "application/xml",
+                        "multipart/form-data; boundary=x",
+                        "application/json",
+                        "application/x-www-form-urlencoded; charset=latin-1",
+                        "*/*",
+                        ";;;",
+                        "\u00e9/\u00e9",
+                    ]
+                ),
+            )
+        )
         clean = False
     elif method == "POST" and mangle == "bytes":
         raw = draw(st.binary(max_size=200)) + b"\xff" * draw(pad)
@@ -184,8 +254,11 @@ def requests(draw, path: str):
     elif method == "POST" and mangle == "invalid-utf8":
         raw = raw + b"&Bad=%FF%FE\xff\xfe\xc3\x28"
         clean = False
-    base64_body = method == "POST" and (mangle in ("invalid-utf8", "bad-base64") or _binary(raw)
-                                        or draw(st.sampled_from([False, False, False, True])))
+    base64_body = method == "POST" and (
+        mangle in ("invalid-utf8", "bad-base64")
+        or _binary(raw)
+        or draw(st.sampled_from([False, False, False, True]))
+    )
 
     signing_method = "GET" if method == "GET" else "POST"
     signed_params = {} if method == "GET" or not raw else body_params
@@ -220,8 +293,10 @@ def requests(draw, path: str):
     elif mode == "wrong-nonce":
         headers = {"X-Plivo-Signature-V3": good, "X-Plivo-Signature-V3-Nonce": nonce + "0"}
     elif mode == "wrong-url":
-        headers = {"X-Plivo-Signature-V3": sign(BASE.replace("fault123", "evil123")),
-                   "X-Plivo-Signature-V3-Nonce": nonce}
+        headers = {
+            "X-Plivo-Signature-V3": sign(BASE.replace("fault123", "evil123")),
+            "X-Plivo-Signature-V3-Nonce": nonce,
+        }
     elif mode == "wrong-token":
         headers = {"X-Plivo-Signature-V3": sign(token="other"), "X-Plivo-Signature-V3-Nonce": nonce}
     if content_type is not None:
@@ -233,8 +308,14 @@ def requests(draw, path: str):
         event["isBase64Encoded"] = True
         clean = False
     else:
-        event = api_event(method, path, headers=headers, query=query, body=raw if method != "GET" else None,
-                          base64_body=base64_body)
+        event = api_event(
+            method,
+            path,
+            headers=headers,
+            query=query,
+            body=raw if method != "GET" else None,
+            base64_body=base64_body,
+        )
 
     if method not in ("GET", "POST"):
         expect = "method"
@@ -258,6 +339,7 @@ def _binary(raw: bytes) -> bool:
 
 
 # ---------------------------------------------------------------- the invariant
+
 
 def _note(expect: str, status: int) -> None:
     """Label each example (pytest --hypothesis-show-statistics shows how many took each path)."""
@@ -317,8 +399,12 @@ def check_hangup(reply: dict, expect: str, info: dict) -> None:
 # (2 000 in all by default; FAULTS_FUZZ_SCALE=5 for a longer hunt).
 SCALE = float(os.environ.get("FAULTS_FUZZ_SCALE", "1"))
 ANSWER_EXAMPLES, HANGUP_EXAMPLES, CLIENT_EXAMPLES = (max(1, int(n * SCALE)) for n in (1100, 600, 300))
-QUIET = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large,
-         HealthCheck.large_base_example]
+QUIET = [
+    HealthCheck.too_slow,
+    HealthCheck.function_scoped_fixture,
+    HealthCheck.data_too_large,
+    HealthCheck.large_base_example,
+]
 
 
 def fuzz(examples: int):
@@ -358,8 +444,11 @@ def test_fuzz_answer_through_chalice_test_client(chalice_client, case):
     body = event["body"].encode("utf-8") if event["body"] is not None else b""
     headers = {k: v for k, v in event["headers"].items() if k not in ("Host",)}
     reply = chalice_client.http.request(event["httpMethod"], path, headers=headers, body=body)
-    check_answer({"statusCode": reply.status_code, "headers": reply.headers,
-                  "body": reply.body.decode("utf-8")}, expect, info)
+    check_answer(
+        {"statusCode": reply.status_code, "headers": reply.headers, "body": reply.body.decode("utf-8")},
+        expect,
+        info,
+    )
 
 
 def test_fuzz_oracle_is_not_blind(stack):
@@ -375,11 +464,22 @@ def test_fuzz_oracle_is_not_blind(stack):
     event["headers"]["X-Plivo-Signature-V3-Nonce"] = "2"
     assert invoke(event)["statusCode"] == 403
     with pytest.raises(AssertionError):
-        check_answer({"statusCode": 200, "headers": {"Content-Type": "application/xml"},
-                      "body": "<Response><Dial><Number>1</Number></Dial></Response>"}, "render",
-                     {"From": "x", "size": 1})
+        check_answer(
+            {
+                "statusCode": 200,
+                "headers": {"Content-Type": "application/xml"},
+                "body": "<Response><Dial><Number>1</Number></Dial></Response>",
+            },
+            "render",
+            {"From": "x", "size": 1},
+        )
     raw = b"From=\xff\xfe&CallUUID=abc"
-    event = api_event("POST", "/answer", headers={"Content-Type": "application/x-www-form-urlencoded"},
-                      body=raw, base64_body=True)
+    event = api_event(
+        "POST",
+        "/answer",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        body=raw,
+        base64_body=True,
+    )
     assert base64.b64decode(event["body"]) == raw
     assert invoke(event)["statusCode"] == 403  # unsigned

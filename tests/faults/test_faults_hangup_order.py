@@ -22,13 +22,22 @@ def repo():
     return resources.job_repository()
 
 
-def hangup(call_id: str, request_uuid: str, status: str, call_uuid: str | None = None,
-           duration: int = 0) -> dict:
+def hangup(
+    call_id: str, request_uuid: str, status: str, call_uuid: str | None = None, duration: int = 0
+) -> dict:
     cause = {"completed": "NORMAL_CLEARING", "busy": "USER_BUSY", "no-answer": "NO_ANSWER"}.get(status, "X")
-    params = {"CallUUID": call_uuid or f"cu-{request_uuid}", "RequestUUID": request_uuid,
-              "CallStatus": status, "HangupCause": cause, "Duration": str(duration),
-              "BillDuration": str(duration), "Event": "Hangup", "From": "14155559999", "To": "14155550100",
-              "Direction": "outbound"}
+    params = {
+        "CallUUID": call_uuid or f"cu-{request_uuid}",
+        "RequestUUID": request_uuid,
+        "CallStatus": status,
+        "HangupCause": cause,
+        "Duration": str(duration),
+        "BillDuration": str(duration),
+        "Event": "Hangup",
+        "From": "14155559999",
+        "To": "14155550100",
+        "Direction": "outbound",
+    }
     reply = invoke(signed_hangup_event(call_id, params, nonce=str(time.time_ns())))
     assert reply["statusCode"] == 200, reply
     assert "<Response/>" in reply["body"]
@@ -50,8 +59,11 @@ def first_attempt_busy(call_id: str) -> None:
     new_job(call_id)
     dial(call_id, "r1")
     hangup(call_id, "r1", "busy")
-    repo().table.update_item(Key={"call_id": call_id}, UpdateExpression="SET due_at = :d",
-                             ExpressionAttributeValues={":d": int(time.time()) - 1})
+    repo().table.update_item(
+        Key={"call_id": call_id},
+        UpdateExpression="SET due_at = :d",
+        ExpressionAttributeValues={":d": int(time.time()) - 1},
+    )
 
 
 def test_duplicate_completed_callbacks(env):
@@ -86,9 +98,21 @@ def test_concurrent_duplicate_callbacks_apply_once(atomic_moto):
 
     def deliver() -> None:
         barrier.wait()
-        replies.append(invoke(signed_hangup_event("dup-race", {
-            "CallUUID": "cu-1", "RequestUUID": "r1", "CallStatus": "busy", "HangupCause": "USER_BUSY",
-            "Duration": "0", "Event": "Hangup"}))["statusCode"])
+        replies.append(
+            invoke(
+                signed_hangup_event(
+                    "dup-race",
+                    {
+                        "CallUUID": "cu-1",
+                        "RequestUUID": "r1",
+                        "CallStatus": "busy",
+                        "HangupCause": "USER_BUSY",
+                        "Duration": "0",
+                        "Event": "Hangup",
+                    },
+                )
+            )["statusCode"]
+        )
 
     threads = [threading.Thread(target=deliver) for _ in range(8)]
     for thread in threads:
@@ -131,8 +155,13 @@ def test_late_callback_of_an_earlier_attempt_after_the_next_became_unknown():
     queue a third call; attempt 2's own callback settles the job."""
     first_attempt_busy("late-unknown")
     assert repo().claim("late-unknown", time.time()) is not None
-    assert repo().release("late-unknown", time.time(), status="unknown",
-                          last_error="no reply within 10 s after sending", count_attempt=True)
+    assert repo().release(
+        "late-unknown",
+        time.time(),
+        status="unknown",
+        last_error="no reply within 10 s after sending",
+        count_attempt=True,
+    )
 
     hangup("late-unknown", "r1", "busy")
     assert repo().get("late-unknown")["status"] == "unknown", "an earlier attempt's callback re-queued it"
@@ -176,8 +205,13 @@ def test_last_attempt_busy_fails_once_and_stays_failed(env):
 
 
 def _key_too_long(request):
-    return dynamodb_error(request.url, 400, "ValidationException", "One or more parameter values were "
-                          "invalid: Size of hashkey has exceeded the maximum size limit of 2048 bytes")
+    return dynamodb_error(
+        request.url,
+        400,
+        "ValidationException",
+        "One or more parameter values were "
+        "invalid: Size of hashkey has exceeded the maximum size limit of 2048 bytes",
+    )
 
 
 @pytest.mark.parametrize("call_id", ["x" * 3000, "\u00e9" * 1100, "\u0000", " ", "job/../../etc"])
@@ -185,8 +219,12 @@ def test_hangup_for_an_impossible_call_id_is_acknowledged(call_id, json_logs):
     """A call_id that cannot be a job (over DynamoDB's 2048-byte key limit, odd characters) is an unknown
     job: 200 and a log line, not a 500 that has Plivo retry a callback that can never be recorded.
     In-process moto does not enforce the key limit, so DynamoDB's answer is given at the client."""
-    hook = FaultHook(resources.dynamodb_resource().meta.client, "before-send.dynamodb.GetItem", _key_too_long,
-                     match=lambda request, body: len((key_of(body) or "").encode()) > 2048)
+    hook = FaultHook(
+        resources.dynamodb_resource().meta.client,
+        "before-send.dynamodb.GetItem",
+        _key_too_long,
+        match=lambda request, body: len((key_of(body) or "").encode()) > 2048,
+    )
     reply = invoke(signed_hangup_event(call_id, {"CallUUID": "cu", "CallStatus": "completed"}))
     assert reply["statusCode"] == 200, reply
     assert "<Response/>" in reply["body"]

@@ -63,8 +63,12 @@ def _no_connection(request):
     raise EndpointConnectionError(endpoint_url=request.url)
 
 
-HOOKED = {"throttling": _throttled, "http-500": _internal, "read-timeout": _read_timeout,
-          "no-connection": _no_connection}
+HOOKED = {
+    "throttling": _throttled,
+    "http-500": _internal,
+    "read-timeout": _read_timeout,
+    "no-connection": _no_connection,
+}
 
 
 class Outage:
@@ -90,10 +94,15 @@ class Outage:
         resources.reset()
 
     def _policy(self, effect: str) -> None:
-        document = {"Version": "2012-10-17", "Statement": [
-            {"Effect": effect, "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/*"}]}
-        self.admin.client("iam").put_user_policy(UserName="answer-fn", PolicyName="templates",
-                                                 PolicyDocument=json.dumps(document))
+        document = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": effect, "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/*"}
+            ],
+        }
+        self.admin.client("iam").put_user_policy(
+            UserName="answer-fn", PolicyName="templates", PolicyDocument=json.dumps(document)
+        )
 
     def start(self) -> None:
         if self.kind in HOOKED:

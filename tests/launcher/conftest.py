@@ -70,4 +70,3 @@ def sim():
     simulator = PlivoSimulator(AUTH_ID, AUTH_TOKEN, hold_seconds=5.0).start()
     yield simulator
     simulator.stop()
-

@@ -9,7 +9,7 @@ __all__ = ["AUTH_ID", "AUTH_TOKEN", "BASE", "ENV", "TABLE", "UNSET", "make_job"]
 
 TABLE = "callflow-calls-test"
 AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"
-AUTH_TOKEN = "test-token-do-not-log"  # noqa: S105
+AUTH_TOKEN = "test-token-do-not-log"
 BASE = "https://example.execute-api.us-east-1.amazonaws.com/api"
 
 ENV = {

@@ -20,7 +20,7 @@ def capture():
     bodies: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             bodies.append(json.loads(raw))
             reply = json.dumps({"message": "call fired", "request_uuid": "r-1", "api_id": "a-1"}).encode()
@@ -48,32 +48,66 @@ def sdk_body(base_url: str, bodies: list, monkeypatch, **kwargs) -> dict:
     return bodies.pop()
 
 
-@pytest.mark.parametrize("job, sdk_args", [
-    (
-        {"call_id": "job-1", "to": "14155550100", "from": "14155559999",
-         "headers": {"CustomerId": "C42", "Lang": "en"}},
-        {"from_": "14155559999", "to_": "14155550100", "answer_url": f"{BASE}/answer",
-         "answer_method": "POST", "hangup_url": f"{BASE}/hangup?call_id=job-1", "hangup_method": "POST",
-         "sip_headers": "CustomerId=C42,Lang=en"},
-    ),
-    (
-        {"call_id": "job 2/x", "to": "sip:alice@phone.plivo.com", "from": "14155559999",
-         "headers": {"Template": "Reminder"}, "answer_url": "https://other.example/answer",
-         "answer_method": "get", "caller_name": "Clinic", "ring_timeout": Decimal(30),
-         "time_limit": Decimal(600), "machine_detection": "hangup"},
-        {"from_": "14155559999", "to_": "sip:alice@phone.plivo.com",
-         "answer_url": "https://other.example/answer", "answer_method": "GET",
-         "hangup_url": f"{BASE}/hangup?call_id=job%202%2Fx", "hangup_method": "POST",
-         "sip_headers": "Template=Reminder", "caller_name": "Clinic", "ring_timeout": 30, "time_limit": 600,
-         "machine_detection": "hangup"},
-    ),
-    (
-        {"call_id": "no-headers", "to": "442071234567", "from": "14155559999"},
-        {"from_": "14155559999", "to_": "442071234567", "answer_url": f"{BASE}/answer",
-         "answer_method": "POST", "hangup_url": f"{BASE}/hangup?call_id=no-headers",
-         "hangup_method": "POST"},
-    ),
-])
+@pytest.mark.parametrize(
+    "job, sdk_args",
+    [
+        (
+            {
+                "call_id": "job-1",
+                "to": "14155550100",
+                "from": "14155559999",
+                "headers": {"CustomerId": "C42", "Lang": "en"},
+            },
+            {
+                "from_": "14155559999",
+                "to_": "14155550100",
+                "answer_url": f"{BASE}/answer",
+                "answer_method": "POST",
+                "hangup_url": f"{BASE}/hangup?call_id=job-1",
+                "hangup_method": "POST",
+                "sip_headers": "CustomerId=C42,Lang=en",
+            },
+        ),
+        (
+            {
+                "call_id": "job 2/x",
+                "to": "sip:alice@phone.plivo.com",
+                "from": "14155559999",
+                "headers": {"Template": "Reminder"},
+                "answer_url": "https://other.example/answer",
+                "answer_method": "get",
+                "caller_name": "Clinic",
+                "ring_timeout": Decimal(30),
+                "time_limit": Decimal(600),
+                "machine_detection": "hangup",
+            },
+            {
+                "from_": "14155559999",
+                "to_": "sip:alice@phone.plivo.com",
+                "answer_url": "https://other.example/answer",
+                "answer_method": "GET",
+                "hangup_url": f"{BASE}/hangup?call_id=job%202%2Fx",
+                "hangup_method": "POST",
+                "sip_headers": "Template=Reminder",
+                "caller_name": "Clinic",
+                "ring_timeout": 30,
+                "time_limit": 600,
+                "machine_detection": "hangup",
+            },
+        ),
+        (
+            {"call_id": "no-headers", "to": "442071234567", "from": "14155559999"},
+            {
+                "from_": "14155559999",
+                "to_": "442071234567",
+                "answer_url": f"{BASE}/answer",
+                "answer_method": "POST",
+                "hangup_url": f"{BASE}/hangup?call_id=no-headers",
+                "hangup_method": "POST",
+            },
+        ),
+    ],
+)
 def test_body_equals_what_plivo_python_sends(job, sdk_args, capture, monkeypatch):
     base_url, bodies = capture
     expected = sdk_body(base_url, bodies, monkeypatch, **sdk_args)
@@ -86,29 +120,33 @@ def test_body_goes_over_the_wire_unchanged(capture):
     from chalicelib.calls.plivo_api import PlivoClient
 
     base_url, bodies = capture
-    body = build_call_body({"call_id": "x", "to": "14155550100", "from": "14155559999",
-                            "headers": {"A": "1"}}, BASE)
+    body = build_call_body(
+        {"call_id": "x", "to": "14155550100", "from": "14155559999", "headers": {"A": "1"}}, BASE
+    )
     result = PlivoClient(AUTH_ID, AUTH_TOKEN, base_url).create_call(body)
     assert (result.outcome, result.request_uuid, result.api_id) == ("placed", "r-1", "a-1")
     assert bodies == [body]
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"headers": {"Customer-Id": "1"}}, "header name 'Customer-Id' may contain only letters"),
-    ({"headers": {"Customer Id": "1"}}, "header name 'Customer Id' may contain only letters"),
-    ({"headers": {"N" * 25: "1"}}, "is 25 characters long (at most 24)"),
-    ({"headers": {"Name": "v" * 121}}, "value is 121 characters long (at most 120)"),
-    ({"to": "1415abc0100"}, "to '1415abc0100' must be digits"),
-    ({"to": "+14155550100"}, "must be digits (E.164 without '+')"),
-    ({"to": ""}, "to '' must be digits"),
-    ({"from": "ACME"}, "from 'ACME' must be digits"),
-    ({"to": "14155559999"}, "to and from must differ"),
-    ({"answer_method": "PUT"}, "answer_method 'PUT' must be GET or POST"),
-    ({"answer_url": "ftp://x"}, "answer_url 'ftp://x' must be an http(s) URL"),
-    ({"ring_timeout": "soon"}, "ring_timeout 'soon' must be a whole number"),
-    ({"machine_detection": "maybe"}, "machine_detection 'maybe' must be true or hangup"),
-    ({"caller_name": "x" * 51}, "caller_name must be text of at most 50 characters"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"headers": {"Customer-Id": "1"}}, "header name 'Customer-Id' may contain only letters"),
+        ({"headers": {"Customer Id": "1"}}, "header name 'Customer Id' may contain only letters"),
+        ({"headers": {"N" * 25: "1"}}, "is 25 characters long (at most 24)"),
+        ({"headers": {"Name": "v" * 121}}, "value is 121 characters long (at most 120)"),
+        ({"to": "1415abc0100"}, "to '1415abc0100' must be digits"),
+        ({"to": "+14155550100"}, "must be digits (E.164 without '+')"),
+        ({"to": ""}, "to '' must be digits"),
+        ({"from": "ACME"}, "from 'ACME' must be digits"),
+        ({"to": "14155559999"}, "to and from must differ"),
+        ({"answer_method": "PUT"}, "answer_method 'PUT' must be GET or POST"),
+        ({"answer_url": "ftp://x"}, "answer_url 'ftp://x' must be an http(s) URL"),
+        ({"ring_timeout": "soon"}, "ring_timeout 'soon' must be a whole number"),
+        ({"machine_detection": "maybe"}, "machine_detection 'maybe' must be true or hangup"),
+        ({"caller_name": "x" * 51}, "caller_name must be text of at most 50 characters"),
+    ],
+)
 def test_invalid_jobs_say_exactly_what_is_wrong(changes, message):
     job = {"call_id": "j", "to": "14155550100", "from": "14155559999", "headers": {"Ok": "1"}, **changes}
     with pytest.raises(JobInvalid) as raised:
@@ -123,16 +161,19 @@ def test_every_problem_is_reported_at_once():
     assert "to 'abc'" in text and "from 'x'" in text and "'a-b'" in text and "'c d'" in text
 
 
-@pytest.mark.parametrize("status, payload, outcome", [
-    (200, {"request_uuid": "r", "api_id": "a"}, "placed"),
-    (201, {"request_uuid": "r", "api_id": "a"}, "placed"),
-    (202, {"request_uuid": ["r1", "r2"], "api_id": "a"}, "placed"),
-    (401, {"error": "bad auth"}, "auth_error"),
-    (429, {}, "retry"),
-    (502, {}, "retry"),
-    (400, {"error": "invalid to"}, "failed"),
-    (405, {}, "failed"),
-])
+@pytest.mark.parametrize(
+    "status, payload, outcome",
+    [
+        (200, {"request_uuid": "r", "api_id": "a"}, "placed"),
+        (201, {"request_uuid": "r", "api_id": "a"}, "placed"),
+        (202, {"request_uuid": ["r1", "r2"], "api_id": "a"}, "placed"),
+        (401, {"error": "bad auth"}, "auth_error"),
+        (429, {}, "retry"),
+        (502, {}, "retry"),
+        (400, {"error": "invalid to"}, "failed"),
+        (405, {}, "failed"),
+    ],
+)
 def test_classify_http_replies(status, payload, outcome):
     from chalicelib.calls.plivo_api import classify
 

@@ -18,8 +18,16 @@ NOW = 1_780_000_000.0  # a Tuesday, 20:26 UTC; the tests use an all-day window
 
 
 def hangup_params(status, uuid="call-1", request_uuid="req-1", cause="USER_BUSY", duration="0"):
-    return {"CallUUID": uuid, "RequestUUID": request_uuid, "CallStatus": status, "HangupCause": cause,
-            "Duration": duration, "Event": "Hangup", "From": "14155559999", "To": "14155550100"}
+    return {
+        "CallUUID": uuid,
+        "RequestUUID": request_uuid,
+        "CallStatus": status,
+        "HangupCause": cause,
+        "Duration": duration,
+        "Event": "Hangup",
+        "From": "14155559999",
+        "To": "14155550100",
+    }
 
 
 def placed(repo, call_id="a", attempts=1, **fields):
@@ -135,14 +143,20 @@ def test_busy_busy_busy_through_the_launcher_and_the_simulator(repo, sim, settin
         summary = Launcher(repo, client, settings, clock=lambda at=clock: at).run()
         assert summary["placed"] == 1
         job = repo.get("bbb")
-        record_hangup(repo, settings, "bbb", hangup_params("busy", uuid=f"c{attempt}",
-                                                           request_uuid=job["request_uuid"]), clock)
+        record_hangup(
+            repo,
+            settings,
+            "bbb",
+            hangup_params("busy", uuid=f"c{attempt}", request_uuid=job["request_uuid"]),
+            clock,
+        )
         clock = repo.get("bbb")["due_at"]
     job = repo.get("bbb")
     assert job["status"] == "failed" and job["attempts"] == 3 and len(sim.calls) == 3
 
 
 # --- the route -------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def client(table, monkeypatch):
@@ -161,8 +175,9 @@ def test_route_records_and_answers_an_empty_response(client, repo):
     placed(repo)
     body = urlencode(hangup_params("completed", cause="NORMAL_CLEARING", duration="12"))
     for _ in range(2):  # Plivo repeats itself; the answer and the job stay the same
-        reply = client.http.post("/hangup?call_id=a", body=body,
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+        reply = client.http.post(
+            "/hangup?call_id=a", body=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
         assert reply.status_code == 200
         root = ElementTree.fromstring(reply.body)
         assert root.tag == "Response" and len(root) == 0 and not (root.text or "").strip()
@@ -174,8 +189,11 @@ def test_route_rejects_an_unsigned_callback_when_verifying(client, repo, monkeyp
     monkeypatch.setenv("VERIFY_SIGNATURES", "true")
     resources.reset()
     placed(repo)
-    reply = client.http.post("/hangup?call_id=a", body=json.dumps(hangup_params("busy")),
-                             headers={"Content-Type": "application/json"})
+    reply = client.http.post(
+        "/hangup?call_id=a",
+        body=json.dumps(hangup_params("busy")),
+        headers={"Content-Type": "application/json"},
+    )
     assert reply.status_code == 403
     assert repo.get("a")["status"] == "placed"
 
@@ -184,8 +202,9 @@ def test_route_rejects_an_unsigned_callback_when_verifying(client, repo, monkeyp
 def test_an_earlier_attempts_callback_does_not_move_the_next_attempt(repo, settings, next_status):
     placed(repo, attempts=1)
     record_hangup(repo, settings, "a", hangup_params("busy", uuid="c1", request_uuid="req-1"), NOW)
-    repo.table.update_item(Key={"call_id": "a"}, UpdateExpression="SET due_at = :d",
-                           ExpressionAttributeValues={":d": int(NOW)})
+    repo.table.update_item(
+        Key={"call_id": "a"}, UpdateExpression="SET due_at = :d", ExpressionAttributeValues={":d": int(NOW)}
+    )
     assert repo.claim("a", NOW + 400)["attempts"] == 2
     if next_status == "unknown":
         repo.release("a", NOW + 401, status="unknown", last_error="no reply", count_attempt=True)

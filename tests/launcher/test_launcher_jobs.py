@@ -63,8 +63,9 @@ def test_release_gives_back_the_attempt_unless_the_call_may_exist(repo):
     repo.add(make_job("b", due_at=1))
     repo.claim("a", 10)
     repo.claim("b", 10)
-    assert repo.release("a", 11, status="pending", due_at=99, last_error="Plivo HTTP 429: slow down",
-                        transient_error=True)
+    assert repo.release(
+        "a", 11, status="pending", due_at=99, last_error="Plivo HTTP 429: slow down", transient_error=True
+    )
     assert repo.release("b", 11, status="unknown", last_error="timeout", count_attempt=True)
     a, b = repo.get("a"), repo.get("b")
     assert (a["status"], a["attempts"], a["due_at"], a["transient_errors"]) == ("pending", 0, 99, 1)

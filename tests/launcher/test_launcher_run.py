@@ -93,9 +93,17 @@ def test_two_runs_at_once_dial_each_job_once(repo, sim):
 
 
 def test_each_plivo_outcome_ends_in_its_state(repo, sim):
-    script = {"14155550429": [429], "14155550500": [500], "14155550503": [503],
-              "14155550600": ["timeout"], "14155550700": ["reset"], "14155550400": [400],
-              "14155550403": [403], "14155550404": [404], "14155550201": [201]}
+    script = {
+        "14155550429": [429],
+        "14155550500": [500],
+        "14155550503": [503],
+        "14155550600": ["timeout"],
+        "14155550700": ["reset"],
+        "14155550400": [400],
+        "14155550403": [403],
+        "14155550404": [404],
+        "14155550201": [201],
+    }
     sim.script.update({to: list(r) for to, r in script.items()})
     for to in script:
         repo.add(make_job(f"to-{to}", to=to))
@@ -152,16 +160,16 @@ def test_401_stops_the_run_and_leaves_the_rest_pending(repo, sim):
     for i in range(5):
         repo.add(make_job(f"later-{i}", due_at=time.time() - 50 + i))
     collect = Collect()
-    logs.get_logger("chalicelib.calls.launcher").addHandler(collect)
+    logging.getLogger(logs.SERVICE).addHandler(collect)
     try:
         summary = launcher_for(repo, sim.url, workers=1).run()
     finally:
-        logs.get_logger("chalicelib.calls.launcher").removeHandler(collect)
+        logging.getLogger(logs.SERVICE).removeHandler(collect)
     assert summary["placed"] == 0 and summary["skipped"] == 1
     assert statuses(repo) == {"pending": 6}
     assert repo.get("first")["attempts"] == 0 and "401" in repo.get("first")["last_error"]
     assert len(sim.requests) == 1
-    assert any(r.levelno == logging.ERROR and "401" in str(r.fields) for r in collect.records)
+    assert any(r.levelno == logging.ERROR and "401" in str(r.__dict__) for r in collect.records)
 
 
 def test_wrong_token_is_a_401_from_the_simulator(repo, sim):
@@ -173,17 +181,20 @@ def test_wrong_token_is_a_401_from_the_simulator(repo, sim):
     assert sim.calls == []
 
 
-@pytest.mark.parametrize("changes", [
-    {"headers": {"Customer-Id": "1"}},
-    {"headers": {"Customer Id": "1"}},
-    {"headers": {"N" * 25: "1"}},
-    {"headers": {"Name": "v" * 121}},
-    {"to": "1415CALLME"},
-    {"from": "ACME"},
-    {"answer_method": "PATCH"},
-    {"tz": "Mars/Olympus"},
-    {"window": "9am-5pm"},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"headers": {"Customer-Id": "1"}},
+        {"headers": {"Customer Id": "1"}},
+        {"headers": {"N" * 25: "1"}},
+        {"headers": {"Name": "v" * 121}},
+        {"to": "1415CALLME"},
+        {"from": "ACME"},
+        {"answer_method": "PATCH"},
+        {"tz": "Mars/Olympus"},
+        {"window": "9am-5pm"},
+    ],
+)
 def test_bad_jobs_fail_without_a_request(repo, sim, changes):
     repo.add(make_job("bad", **changes))
     summary = launcher_for(repo, sim.url).run()
@@ -196,11 +207,14 @@ def test_bad_jobs_fail_without_a_request(repo, sim, changes):
     assert sim.requests == []
 
 
-@pytest.mark.parametrize("night, morning", [
-    ((2026, 6, 1, 23, 0), (2026, 6, 2, 8, 0)),
-    ((2026, 3, 7, 23, 0), (2026, 3, 8, 8, 0)),    # DST starts that night
-    ((2026, 10, 31, 23, 0), (2026, 11, 1, 8, 0)),  # DST ends that night
-])
+@pytest.mark.parametrize(
+    "night, morning",
+    [
+        ((2026, 6, 1, 23, 0), (2026, 6, 2, 8, 0)),
+        ((2026, 3, 7, 23, 0), (2026, 3, 8, 8, 0)),  # DST starts that night
+        ((2026, 10, 31, 23, 0), (2026, 11, 1, 8, 0)),  # DST ends that night
+    ],
+)
 def test_calls_outside_the_window_wait_for_eight_local(repo, sim, monkeypatch, night, morning):
     monkeypatch.setenv("CALL_WINDOW", "08:00-21:00")
     ny = ZoneInfo("America/New_York")

@@ -33,8 +33,9 @@ def test_scheduled_lambda_passes_its_remaining_time(repo, sim, monkeypatch):
     resources.reset()
     repo.add(make_job("a"))
     with Client(app) as client:
-        event = client.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
-                                                detail={}, resources=[])
+        event = client.events.generate_cw_event(
+            source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+        )
         reply = client.lambda_.invoke("launch_calls", event)
     assert reply.payload == {"due": 0, "placed": 0, "deferred": 0, "failed": 0, "unknown": 0, "skipped": 0}
     assert repo.get("a")["status"] == "pending" and sim.requests == []
@@ -43,7 +44,8 @@ def test_scheduled_lambda_passes_its_remaining_time(repo, sim, monkeypatch):
 def test_token_from_ssm_is_read_once_and_never_logged(repo, sim, monkeypatch, caplog):
     with mock_aws():
         boto3.client("ssm", region_name="us-east-1").put_parameter(
-            Name="/callflow/plivo-token", Value=AUTH_TOKEN, Type="SecureString")
+            Name="/callflow/plivo-token", Value=AUTH_TOKEN, Type="SecureString"
+        )
         monkeypatch.delenv("PLIVO_AUTH_TOKEN")
         monkeypatch.setenv("PLIVO_AUTH_TOKEN_PARAM", "/callflow/plivo-token")
         monkeypatch.setenv("PLIVO_API_URL", sim.url)
