@@ -7,7 +7,7 @@ API_PORT   ?= 8000
 MOTO_PORT  ?= 5000
 PLIVO_PORT ?= 8111
 
-.PHONY: venv run test lint bench package clean
+.PHONY: venv run test test-long lint mutation bench package clean
 
 venv: $(VENV)/.installed
 
@@ -20,12 +20,17 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 run: venv
 	$(PY) -m devtools.run_local --api-port $(API_PORT) --moto-port $(MOTO_PORT) --plivo-port $(PLIVO_PORT)
 
-test: venv
-	$(VENV)/bin/ruff check .
+test: lint
 	$(PY) -m pytest
+
+# The soak: the same suite with the long property-based runs (CALLFLOW_LONG=1 raises their example counts).
+test-long: lint
+	CALLFLOW_LONG=1 $(PY) -m pytest
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: venv
 	$(PY) -m bench

@@ -1,6 +1,6 @@
 """Wiring only: routes and the schedule. All logic lives in chalicelib/."""
 
-from chalice import Chalice, Rate
+from chalice.app import Chalice, Rate
 
 from chalicelib import handlers
 

@@ -27,7 +27,7 @@ def settings() -> Settings:
     return current
 
 
-def _client_config(connect: float, read: float, attempts: int):
+def _client_config(connect: float, read: float, attempts: int) -> Any:
     from botocore.config import Config
 
     return Config(
@@ -38,7 +38,7 @@ def _client_config(connect: float, read: float, attempts: int):
 
 
 @functools.cache
-def s3_client():
+def s3_client() -> Any:
     """Short timeouts: Plivo waits on /answer, and a stale cached template beats a slow fresh one."""
     import boto3
 
@@ -46,19 +46,19 @@ def s3_client():
 
 
 @functools.cache
-def dynamodb_resource():
+def dynamodb_resource() -> Any:
     import boto3
 
     return boto3.resource("dynamodb", config=_client_config(2.0, 5.0, 3))
 
 
 @functools.cache
-def calls_table():
+def calls_table() -> Any:
     return dynamodb_resource().Table(settings().require("calls_table"))
 
 
 @functools.cache
-def ssm_client():
+def ssm_client() -> Any:
     """Short timeouts, 2 attempts in all: the token is read on /answer, inside the API Lambda's 15 s."""
     import boto3
     from botocore.config import Config
@@ -85,7 +85,7 @@ def job_repository() -> JobRepository:
 
 
 TOKEN_FAILURE_SECONDS = 5.0
-_token_failure: dict[str, object] = {}  # "message", "until": a recent failure to read the token
+_token_failure: dict[str, Any] = {}  # "message", "until": a recent failure to read the token
 
 
 @functools.cache
