@@ -16,6 +16,7 @@ from chalicelib.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
     from chalicelib.answer.store import TemplateStore
+    from chalicelib.calls.campaign_store import CampaignJobs, CampaignStore
     from chalicelib.calls.jobs import JobRepository
     from chalicelib.calls.plivo_api import PlivoClient
 
@@ -55,6 +56,25 @@ def dynamodb_resource() -> Any:
 @functools.cache
 def calls_table() -> Any:
     return dynamodb_resource().Table(settings().require("calls_table"))
+
+
+@functools.cache
+def campaigns_table() -> Any:
+    return dynamodb_resource().Table(settings().require("campaigns_table"))
+
+
+@functools.cache
+def campaign_store() -> CampaignStore:
+    from chalicelib.calls.campaign_store import CampaignStore
+
+    return CampaignStore(campaigns_table())
+
+
+@functools.cache
+def campaign_jobs() -> CampaignJobs:
+    from chalicelib.calls.campaign_store import CampaignJobs
+
+    return CampaignJobs(calls_table())
 
 
 @functools.cache
@@ -122,6 +142,9 @@ def plivo_client() -> PlivoClient:
 def reset() -> None:
     """Forget every memoized client and setting (tests, or the CLI after it changes the environment)."""
     for getter in (
+        campaigns_table,
+        campaign_store,
+        campaign_jobs,
         settings,
         s3_client,
         dynamodb_resource,

@@ -65,6 +65,7 @@ class Settings:
     template_cache_ttl: float = 60.0
     default_template: str | None = None
     calls_table: str | None = None
+    campaigns_table: str | None = None
     plivo_auth_id: str | None = None
     plivo_auth_token: str | None = None
     plivo_auth_token_param: str | None = None
@@ -89,6 +90,7 @@ class Settings:
             template_cache_ttl=_number(env, "TEMPLATE_CACHE_TTL", 60.0, float),
             default_template=_text(env, "DEFAULT_TEMPLATE"),
             calls_table=_text(env, "CALLS_TABLE"),
+            campaigns_table=_text(env, "CAMPAIGNS_TABLE"),
             plivo_auth_id=_text(env, "PLIVO_AUTH_ID"),
             plivo_auth_token=_text(env, "PLIVO_AUTH_TOKEN"),
             plivo_auth_token_param=_text(env, "PLIVO_AUTH_TOKEN_PARAM"),

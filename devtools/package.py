@@ -41,6 +41,7 @@ FORBIDDEN_TOP_LEVEL = frozenset(
         "_pytest",
         "pluggy",
         "click",
+        "callflow_cli",
         "plivo",
         "hypothesis",
         "cfnlint",
