@@ -7,7 +7,7 @@ API_PORT   ?= 8000
 MOTO_PORT  ?= 5000
 PLIVO_PORT ?= 8111
 
-.PHONY: venv run test test-long lint mutation bench package clean
+.PHONY: venv browser run test test-long lint mutation bench package clean
 
 venv: $(VENV)/.installed
 
@@ -20,11 +20,17 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 run: venv
 	$(PY) -m devtools.run_local --api-port $(API_PORT) --moto-port $(MOTO_PORT) --plivo-port $(PLIVO_PORT)
 
-test: lint
+test: lint browser
 	$(PY) -m pytest
 
+# The HTML report is tested in a real headless Chromium (Debian's package), installed here when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { echo "installing chromium for the report's browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; }
+
 # The soak: the same suite with the long property-based runs (CALLFLOW_LONG=1 raises their example counts).
-test-long: lint
+test-long: lint browser
 	CALLFLOW_LONG=1 $(PY) -m pytest
 
 lint: venv

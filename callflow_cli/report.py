@@ -145,8 +145,8 @@ def _bars(chart_id: str, rows: list[tuple[str, float, str]], alt: bool = False) 
     top = max(value for _, value, _ in rows) or 1.0
     height = 26 * len(rows) + 10
     parts = [
-        f'<svg class="chart" data-chart="{chart_id}" width="720" height="{height}" role="img" '
-        f'viewBox="0 0 720 {height}" xmlns="http://www.w3.org/2000/svg">'
+        f'<svg class="chart" data-chart="{chart_id}" width="800" height="{height}" role="img" '
+        f'viewBox="0 0 800 {height}" xmlns="http://www.w3.org/2000/svg">'
     ]
     for i, (label, value, shown) in enumerate(rows):
         y = 5 + i * 26
@@ -201,7 +201,7 @@ def render_html(campaign: Campaign, stats: Stats, now: float | None = None) -> s
         "Share of the call rate (weight)": f"{campaign.weight:g}",
     }
     answers = "".join(
-        f"<h3>{html.escape(step)}</h3>"
+        f"<h3>What callers answered at step {html.escape(step)}</h3>"
         + _bars(f"answers-{i}", _counts(counter, sum(counter.values())), alt=True)
         for i, (step, counter) in enumerate(sorted(stats.answers.items()))
     )

@@ -164,19 +164,18 @@ class CampaignStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _batch_get(self, keys: list[str]) -> Iterator[dict[str, Any]]:
-        resource = self.table.meta.client
+        client = self.table.meta.client  # the resource's client: it (de)serializes Python values itself
         name = self.table.name
         for start in range(0, len(keys), BATCH_GET_MAX):
             request: dict[str, Any] = {
                 name: {
-                    "Keys": [{"pk": {"S": k}} for k in keys[start : start + BATCH_GET_MAX]],
+                    "Keys": [{"pk": k} for k in keys[start : start + BATCH_GET_MAX]],
                     "ConsistentRead": True,
                 }
             }
             for _ in range(10):
-                reply = resource.batch_get_item(RequestItems=request)
-                for raw in reply.get("Responses", {}).get(name, []):
-                    yield _deserialize(raw)
+                reply = client.batch_get_item(RequestItems=request)
+                yield from reply.get("Responses", {}).get(name, [])
                 request = reply.get("UnprocessedKeys") or {}
                 if not request:
                     break
@@ -186,13 +185,6 @@ class CampaignStore:
 
     def _conditional_failed(self) -> Any:
         return self.table.meta.client.exceptions.ConditionalCheckFailedException
-
-
-def _deserialize(raw: dict[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeDeserializer
-
-    deserializer = TypeDeserializer()
-    return {k: deserializer.deserialize(v) for k, v in raw.items()}
 
 
 CAMPAIGN_INDEX = "campaign-due_at-index"
