@@ -30,9 +30,7 @@ def tables(monkeypatch):
         monkeypatch.setenv(key, value)
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
-        client.create_table(
-            **local_aws.create_table_args(local_aws.cfn_resource("CallsTable"), "calls")
-        )
+        client.create_table(**local_aws.create_table_args(local_aws.cfn_resource("CallsTable"), "calls"))
         client.create_table(
             **local_aws.create_table_args(local_aws.cfn_resource("CampaignsTable"), "campaigns")
         )

@@ -56,7 +56,11 @@ def test_csv_has_one_row_per_job_with_every_response():
     assert report.write_csv(out, sample_jobs(10)) == 10
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert len(rows) == 10 and rows[0]["call_id"] == "job-0"
-    assert '"Digits":"2"' in rows[0]["responses"] and '"Digits":"1"' in rows[5]["responses"] and rows[2]["responses"] == ""
+    assert (
+        '"Digits":"2"' in rows[0]["responses"]
+        and '"Digits":"1"' in rows[5]["responses"]
+        and rows[2]["responses"] == ""
+    )
 
 
 class _Marks(HTMLParser):

@@ -1,0 +1,207 @@
+"""One CPS budget for the whole account: a dialling lease, and weighted shares between campaigns.
+
+Only the launcher run that holds the lease starts calls, so starts from overlapping runs (the scheduled
+one, a slow earlier one, `callflow launch`, a second stack on the same table) never add up above
+PLIVO_CPS. The lease is one item in the calls table (`call_id = LEASE_ID`, no `status`, so no index sees
+it). The holder renews it while it dials and, when its own Lambda time runs short, writes `handover_at`:
+the run that is waiting takes over at that moment, so dialling continues across scheduled runs without a
+gap. A holder that dies simply stops renewing: the lease expires after LEASE_SECONDS and the next run
+(at most a minute later) takes over. A new holder starts its first call no sooner than one second after
+the previous holder's last one, so a hand-over cannot squeeze two holders' starts into one second.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+LEASE_ID = "#launcher-lease"
+LEASE_SECONDS = 30.0
+RENEW_EVERY = 10.0
+HANDOVER_GAP = 1.05  # seconds between the old holder's last start and the new holder's first
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    holder: str | None
+    expires_at: float
+    handover_at: float | None
+    last_start: float
+    waiter: str | None
+
+
+def _f(value: Any, default: float = 0.0) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def state_of(item: Mapping[str, Any] | None) -> LeaseState:
+    if not item:
+        return LeaseState(None, 0.0, None, 0.0, None)
+    handover = item.get("handover_at")
+    return LeaseState(
+        holder=item.get("holder") if isinstance(item.get("holder"), str) else None,
+        expires_at=_f(item.get("expires_at")),
+        handover_at=_f(handover) if handover is not None else None,
+        last_start=_f(item.get("last_start")),
+        waiter=item.get("waiter") if isinstance(item.get("waiter"), str) else None,
+    )
+
+
+def free_at(state: LeaseState) -> float:
+    """When the lease can be taken: now if nobody holds it, else at hand-over or expiry, whichever is first."""
+    if state.holder is None:
+        return 0.0
+    if state.handover_at is not None:
+        return min(state.handover_at, state.expires_at)
+    return state.expires_at
+
+
+def _dec(value: float) -> Decimal:
+    return Decimal(str(round(value, 3)))
+
+
+class Lease:
+    """The dialling lease in the calls table; `clock` is wall-clock time (all runs share it)."""
+
+    def __init__(self, table: Any, clock: Callable[[], float] = time.time, holder: str | None = None) -> None:
+        self.table = table
+        self.clock = clock
+        self.holder = holder or uuid.uuid4().hex
+        self.held_until = 0.0
+        self.first_start_at = 0.0
+        self._renewed = 0.0
+
+    def read(self) -> LeaseState:
+        item = self.table.get_item(Key={"call_id": LEASE_ID}, ConsistentRead=True).get("Item")
+        return state_of(item)
+
+    def try_acquire(self) -> bool:
+        """Take the lease if it is free, expired or handed over; True when this run holds it now."""
+        now = self.clock()
+        try:
+            reply = self.table.update_item(
+                Key={"call_id": LEASE_ID},
+                UpdateExpression="SET holder = :me, expires_at = :exp, acquired_at = :now REMOVE handover_at, waiter",
+                ConditionExpression=(
+                    "attribute_not_exists(holder) OR holder = :me OR expires_at <= :now OR handover_at <= :now"
+                ),
+                ExpressionAttributeValues={
+                    ":me": self.holder,
+                    ":exp": _dec(now + LEASE_SECONDS),
+                    ":now": _dec(now),
+                },
+                ReturnValues="ALL_OLD",
+            )
+        except self.table.meta.client.exceptions.ConditionalCheckFailedException:
+            return False
+        previous = state_of(reply.get("Attributes"))
+        self.held_until = now + LEASE_SECONDS
+        self._renewed = now
+        self.first_start_at = previous.last_start + HANDOVER_GAP if previous.last_start else 0.0
+        return True
+
+    def wait_turn(self, deadline: float, sleep: Callable[[float], None] = time.sleep) -> bool:
+        """Wait (until `deadline`) for the holder to hand over or die, then take the lease. A run exits at
+        once when another run is already waiting or the lease frees only after its own deadline."""
+        while True:
+            if self.try_acquire():
+                return True
+            state = self.read()
+            at = free_at(state)
+            now = self.clock()
+            if at > deadline:
+                return False
+            if state.waiter not in (None, self.holder) and state.expires_at > now:
+                return False  # somebody else takes over next; this run has nothing to add
+            if state.waiter is None and not self._register_waiter():
+                return False
+            pause = max(0.05, min(at - now - 0.2, 5.0)) if at > now + 0.3 else 0.1
+            sleep(pause)
+            if self.clock() > deadline:
+                return False
+
+    def _register_waiter(self) -> bool:
+        try:
+            self.table.update_item(
+                Key={"call_id": LEASE_ID},
+                UpdateExpression="SET waiter = :me",
+                ConditionExpression="attribute_not_exists(waiter) OR waiter = :me",
+                ExpressionAttributeValues={":me": self.holder},
+            )
+        except self.table.meta.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def still_held(self) -> bool:
+        """Renew every RENEW_EVERY seconds; False once the lease is lost (then no call may start)."""
+        now = self.clock()
+        if now - self._renewed < RENEW_EVERY and now < self.held_until - 2.0:
+            return True
+        try:
+            self.table.update_item(
+                Key={"call_id": LEASE_ID},
+                UpdateExpression="SET expires_at = :exp",
+                ConditionExpression="holder = :me",
+                ExpressionAttributeValues={":me": self.holder, ":exp": _dec(now + LEASE_SECONDS)},
+            )
+        except self.table.meta.client.exceptions.ConditionalCheckFailedException:
+            self.held_until = 0.0
+            return False
+        self.held_until = now + LEASE_SECONDS
+        self._renewed = now
+        return True
+
+    def announce_handover(self, at: float) -> None:
+        """Tell the waiting run when this one stops starting calls."""
+        self._set("SET handover_at = :at", {":at": _dec(at)})
+
+    def release(self, last_start: float) -> None:
+        """Hand the lease over now, recording the last start so the next holder keeps its distance."""
+        now = self.clock()
+        self._set(
+            "SET handover_at = :now, expires_at = :now, last_start = :last",
+            {":now": _dec(now), ":last": _dec(max(last_start, 0.0))},
+        )
+        self.held_until = 0.0
+
+    def _set(self, expression: str, values: dict[str, Any]) -> None:
+        try:
+            self.table.update_item(
+                Key={"call_id": LEASE_ID},
+                UpdateExpression=expression,
+                ConditionExpression="holder = :me",
+                ExpressionAttributeValues={":me": self.holder, **values},
+            )
+        except self.table.meta.client.exceptions.ConditionalCheckFailedException:
+            self.held_until = 0.0
+
+
+# ---------------------------------------------------------------- shares between campaigns
+
+
+class Shares:
+    """Stride scheduling: each campaign with due jobs gets starts in proportion to its weight; one with none
+    leaves its share to the others. Pure and deterministic."""
+
+    def __init__(self) -> None:
+        self._pass: dict[str, float] = {}
+        self._virtual = 0.0  # the pass of the latest pick: where an idle queue re-enters
+
+    def pick(self, ready: Iterable[str], weights: Mapping[str, float]) -> str | None:
+        """The queue that should start the next call, among those that have a job ready."""
+        candidates = list(ready)
+        if not candidates:
+            return None
+        for q in candidates:  # a queue that was idle re-enters at the others' pace, not with a backlog
+            self._pass[q] = max(self._pass.get(q, self._virtual), self._virtual)
+        chosen = min(candidates, key=lambda q: (self._pass[q], q))
+        self._virtual = self._pass[chosen]
+        self._pass[chosen] += 1.0 / max(weights.get(chosen, 1.0), 1e-6)
+        return chosen

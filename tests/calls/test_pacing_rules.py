@@ -1,0 +1,91 @@
+"""The dialling lease (through moto) and the weighted shares between campaigns (pure)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from chalicelib.calls import pacing
+from devtools import local_aws
+
+
+def test_shares_follow_the_weights():
+    shares = pacing.Shares()
+    weights = {"A": 1.0, "B": 2.0, "C": 1.0}
+    picks = Counter(shares.pick(["A", "B", "C"], weights) for _ in range(4000))
+    assert picks == {"A": 1000, "B": 2000, "C": 1000}
+
+
+def test_a_campaign_without_due_jobs_leaves_its_share_and_rejoins_without_a_backlog():
+    shares = pacing.Shares()
+    weights = {"A": 1.0, "B": 1.0}
+    assert Counter(shares.pick(["A"], weights) for _ in range(100)) == {"A": 100}
+    later = Counter(shares.pick(["A", "B"], weights) for _ in range(100))
+    assert later == {"A": 50, "B": 50}
+    assert shares.pick([], weights) is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def table(monkeypatch):
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        client.create_table(**local_aws.create_table_args(local_aws.cfn_resource("CallsTable"), "calls"))
+        yield boto3.resource("dynamodb").Table("calls")
+
+
+def test_one_holder_at_a_time_and_expiry(table):
+    clock = Clock()
+    a, b = pacing.Lease(table, clock, "a"), pacing.Lease(table, clock, "b")
+    assert a.try_acquire() and not b.try_acquire()
+    clock.now += pacing.LEASE_SECONDS + 1  # a died without renewing
+    assert b.try_acquire()
+    assert not a.still_held()  # the renewal fails: a must not start another call
+
+
+def test_hand_over_keeps_a_second_between_holders(table):
+    clock = Clock()
+    a, b = pacing.Lease(table, clock, "a"), pacing.Lease(table, clock, "b")
+    assert a.try_acquire()
+    a.announce_handover(clock.now + 20)
+    a.release(last_start=clock.now - 0.5)
+    assert b.try_acquire()
+    assert b.first_start_at == pytest.approx(clock.now - 0.5 + pacing.HANDOVER_GAP)
+
+
+def test_a_waiting_run_takes_over_at_the_announced_moment(table):
+    clock = Clock()
+    a, b, c = (pacing.Lease(table, clock, name) for name in "abc")
+    assert a.try_acquire()
+    a.announce_handover(clock.now + 30)
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock.now >= start + 30:
+            a.release(last_start=clock.now)
+
+    start = clock.now
+    assert b.wait_turn(deadline=clock.now + 100, sleep=sleep)
+    assert clock.now - start == pytest.approx(30, abs=0.5)
+    assert not c.wait_turn(deadline=clock.now + 5, sleep=clock.sleep)  # held by b, which renews: c gives up
+    state = b.read()
+    assert state.holder == "b" and state.waiter == "c" or state.holder == "b"
