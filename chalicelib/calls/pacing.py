@@ -55,7 +55,8 @@ def state_of(item: Mapping[str, Any] | None) -> LeaseState:
 
 
 def free_at(state: LeaseState) -> float:
-    """When the lease can be taken: now if nobody holds it, else at hand-over or expiry, whichever is first."""
+    """When the lease can be taken: now if nobody holds it, else at hand-over or expiry, whichever comes
+    first."""
     if state.holder is None:
         return 0.0
     if state.handover_at is not None:
@@ -88,9 +89,12 @@ class Lease:
         try:
             reply = self.table.update_item(
                 Key={"call_id": LEASE_ID},
-                UpdateExpression="SET holder = :me, expires_at = :exp, acquired_at = :now REMOVE handover_at, waiter",
+                UpdateExpression=(
+                    "SET holder = :me, expires_at = :exp, acquired_at = :now REMOVE handover_at, waiter"
+                ),
                 ConditionExpression=(
-                    "attribute_not_exists(holder) OR holder = :me OR expires_at <= :now OR handover_at <= :now"
+                    "attribute_not_exists(holder) OR holder = :me OR expires_at <= :now "
+                    "OR handover_at <= :now"
                 ),
                 ExpressionAttributeValues={
                     ":me": self.holder,

@@ -1,4 +1,5 @@
-"""The campaigns table through moto: campaigns, their states, the do-not-call list, parking a campaign's jobs."""
+"""The campaigns table through moto: campaigns, their states, the do-not-call list, parking a
+campaign's jobs."""
 
 from __future__ import annotations
 

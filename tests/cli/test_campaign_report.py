@@ -1,4 +1,5 @@
-"""The campaign report: counts, the CSV, and the HTML page in a real headless Chromium with the network off."""
+"""The campaign report: counts, the CSV, and the HTML page in a real headless Chromium with the
+network off."""
 
 from __future__ import annotations
 
