@@ -198,3 +198,13 @@ def test_a_leading_plus_is_dropped(cli, tmp_path):
     csv_file.write_text(f"call_id,to,from\n{row_id},+14155550124,14155550100\n")
     assert cli("calls", "import", str(csv_file)).exit_code == 0
     assert listed(cli)[row_id]["to"] == "14155550124"
+
+
+def test_arguments_that_are_not_utf8_are_one_line(cli):
+    """A terminal in another encoding hands Python lone surrogates, which boto3 cannot send."""
+    for option in ("--caller-name", "--answer-url", "--data"):
+        value = "K=\udcff" if option == "--data" else "https://x.example/\udcff"
+        result = cli.process("calls", "add", *BASE, option, value)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert "UTF-8" in result.stderr or "Unicode" in result.stderr
