@@ -7,6 +7,7 @@ pairs that break its rules, so a bad header would vanish without a trace; the jo
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from decimal import Decimal
@@ -138,6 +139,7 @@ def validate_job(job: Mapping[str, Any]) -> dict[str, Any]:
             clean["answer_method"] = answer_method.upper()
 
     problems.extend(header_problems(job.get("headers")))
+    problems.extend(data_problems(job))
 
     for field, parse, shape in (
         ("window", schedule.parse_window, "text like HH:MM-HH:MM"),
@@ -182,6 +184,49 @@ def validate_job(job: Mapping[str, Any]) -> dict[str, Any]:
     if problems:
         raise JobInvalid("; ".join(problems))
     return clean
+
+
+DATA_MAX_BYTES = 16 * 1024  # `data` as compact UTF-8 JSON; far below DynamoDB's 400 KB item limit
+_CAMPAIGN = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+def data_problems(job: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a job's `data` (a map of names to any text, at most 16 KB as JSON) and its
+    `campaign` (`[A-Za-z0-9-]{1,64}`); empty when both are fine or absent."""
+    problems: list[str] = []
+    campaign = job.get("campaign")
+    if campaign not in (None, "") and not (isinstance(campaign, str) and _CAMPAIGN.fullmatch(campaign)):
+        problems.append(f"campaign {_shown(campaign)} must be 1 to 64 characters from A-Z, a-z, 0-9 and -")
+    data = job.get("data")
+    if data is None:
+        return problems
+    if not isinstance(data, Mapping):
+        return [*problems, f"data must be a map of name to text, not {type(data).__name__}"]
+    bad = False
+    for name in sorted(data, key=str):
+        value = data[name]
+        if not isinstance(name, str) or not name:
+            problems.append(f"data name {_shown(name)} must be non-empty text")
+        elif not isinstance(value, str):
+            problems.append(f"data {_shown(name)} value must be text, not {type(value).__name__}")
+        elif not _encodable(name) or not _encodable(value):
+            problems.append(f"data {_shown(name)} is not valid Unicode text (a lone surrogate)")
+        else:
+            continue
+        bad = True
+    if not bad:
+        size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        if size > DATA_MAX_BYTES:
+            problems.append(f"data is {size} bytes as JSON (at most {DATA_MAX_BYTES})")
+    return problems
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def build_call_body(job: Mapping[str, Any], public_base_url: str) -> dict[str, Any]:

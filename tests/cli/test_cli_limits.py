@@ -16,7 +16,7 @@ def test_import_rejects_unstorable_id_and_far_future_time_and_keeps_going(cli, t
     )
     result = cli("calls", "import", str(csv_file))
     assert result.exit_code == 1
-    assert f"{csv_file}:2:" in result.output and "2048 bytes" in result.output
+    assert f"{csv_file}:2: id " in result.output and "1 to 128 characters" in result.output
     assert f"{csv_file}:3:" in result.output and "out of range" in result.output
     assert "imported 1 call, 2 bad rows skipped" in result.output
     jobs = listed(cli)  # and listing still works

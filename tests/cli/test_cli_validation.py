@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from callflow_cli.main import build_job
+from callflow_cli.calls import build_job
 from tests.cli.test_cli import listed, new_id
 
 BASE_FIELDS = {"to": "14155550123", "from": "14155550100"}

@@ -1,0 +1,528 @@
+"""`callflow calls add|import|list|cancel`: call jobs from a terminal or a CSV file, checked with the
+launcher's own validate_job (build_job), so what the CLI accepts the launcher dials."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import sys
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from callflow_cli.errors import UserError, plural
+from chalicelib import resources
+from chalicelib.calls.jobs import STATUSES
+
+if TYPE_CHECKING:
+    from chalicelib.calls.jobs import JobRepository
+
+OPTIONAL_FIELDS = (
+    "tz",
+    "window",
+    "max_attempts",
+    "caller_name",
+    "answer_url",
+    "answer_method",
+    "ring_timeout",
+    "time_limit",
+    "machine_detection",
+)
+JOB_FIELDS = ("call_id", "to", "from", "at", "due_at", *OPTIONAL_FIELDS)
+HEADER_COLUMN_PREFIXES = ("X-PH-", "header.")
+DATA_COLUMN_PREFIX = "data."
+ID_RULE = "1 to 128 characters from A-Z, a-z, 0-9 and . _ : -"
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_EPOCH = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # ASCII only: '²'.isdigit() is True, float('²') is an error
+_ALNUM = re.compile(r"[A-Za-z0-9]+")
+LATEST_DUE_AT = 253402300800  # 10000-01-01T00:00:00Z: past it no clock can show the time
+MAX_CELL_BYTES = 16 * 1024  # no one cell may hold more than the whole of `data` may
+# Characters str.splitlines (and so spreadsheets and scripts built on it) treats as line breaks, though CSV
+# does not: a cell holding one means different rows to different readers, so the row is refused.
+ODD_LINE_BREAKS = {
+    "\x0b": "a vertical tab",
+    "\x0c": "a form feed",
+    "\x1c": "a file separator (U+001C)",
+    "\x1d": "a group separator (U+001D)",
+    "\x1e": "a record separator (U+001E)",
+    "\x85": "a NEL (U+0085)",
+    "\u2028": "a line separator (U+2028)",
+    "\u2029": "a paragraph separator (U+2029)",
+}
+HEADER_HINT = (
+    "SIP header values are Plivo's [A-Za-z0-9] only (Plivo drops anything else): put rich values such as "
+    "spaces, dates or URLs in data instead (--data NAME=VALUE, or a data.<Name> CSV column)"
+)
+
+
+def _repo() -> JobRepository:
+    """The job repository, after checking CALLS_TABLE (a clearer first error than a missing region)."""
+    resources.settings().require("calls_table")
+    return resources.job_repository()
+
+
+@click.group("calls")
+def group() -> None:
+    """Enqueue, list and cancel outbound call jobs."""
+
+
+def _shown(text: str) -> str:
+    """A user's value in a message: quoted, and cut when it is long (the message stays one short line)."""
+    return repr(text) if len(text) <= 60 else f"{text[:40]!r}... ({len(text)} characters)"
+
+
+def _parse_time(text: str, tz: str | None) -> float:
+    """ISO 8601 → epoch seconds; a time without offset is read in `tz` (or UTC)."""
+    from chalicelib.calls.schedule import WindowError, zone
+
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"time {_shown(text)} is not ISO 8601 (e.g. 2026-12-01T09:30 or 2026-12-01T09:30:00+01:00)"
+        ) from None
+    if moment.tzinfo is None:
+        try:
+            moment = moment.replace(tzinfo=zone(tz) if tz else UTC)
+        except WindowError as exc:
+            raise ValueError(str(exc)) from None
+    return moment.timestamp()
+
+
+def _due_at(when: object, tz: str | None, now: float, notes: list[str] | None) -> float:
+    """`at` (epoch seconds or ISO 8601) → epoch seconds; a time in the past means now, with a note."""
+    text = str(when).strip()
+    try:
+        due = float(text) if _EPOCH.fullmatch(text) else _parse_time(text, tz)
+    except (OverflowError, OSError):
+        due = math.inf
+    if not (math.isfinite(due) and 0 <= due < LATEST_DUE_AT):
+        raise ValueError(f"time {_shown(text)} is out of range (before 1970 or after 9999)")
+    if due < now:
+        if notes is not None:
+            notes.append(f"time {_shown(text)} is in the past: the call is due now")
+        return now
+    return due
+
+
+def _utf8(text: str) -> bool:
+    """False for text with lone surrogates (bytes that were not UTF-8 in argv), which no AWS call can send."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _duplicate_headers(names: Iterable[str]) -> str | None:
+    """The first header name given twice, compared as Plivo compares them (case-insensitively)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        key = name.casefold()
+        if key in seen:
+            same = f"{seen[key]!r}" if seen[key] == name else f"{seen[key]!r} and {name!r}"
+            return f"header {same} given twice (Plivo treats header names case-insensitively): give it once"
+        seen[key] = name
+    return None
+
+
+def build_job(
+    fields: Mapping[str, Any],
+    headers: Mapping[str, str],
+    now: float,
+    data: Mapping[str, str] | None = None,
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
+    """A job item from user input, validated by the launcher's own check (validate_job); ValueError if bad.
+
+    `fields` may hold `campaign`; `data` fills the job's data map; a time in the past is taken as `now`
+    and said in `notes` (when given), so the caller can tell the user."""
+    from chalicelib.calls.call_body import JobInvalid, validate_job
+
+    for name, value in fields.items():
+        if isinstance(value, str) and not _utf8(value):
+            raise ValueError(f"{name} is not valid text (it holds bytes that are not UTF-8)")
+    call_id = fields.get("call_id")
+    if call_id in (None, ""):
+        call_id = str(uuid.uuid4())
+    elif not (isinstance(call_id, str) and _ID.fullmatch(call_id)):
+        raise ValueError(f"id {_shown(str(call_id))} must be {ID_RULE}")
+    duplicate = _duplicate_headers(headers)
+    if duplicate:
+        raise ValueError(duplicate)
+    job: dict[str, Any] = {
+        "call_id": call_id,
+        "status": "pending",
+        "to": str(fields.get("to") or "").removeprefix("+"),
+        "from": str(fields.get("from") or "").removeprefix("+"),
+        "headers": dict(headers),
+    }
+    if fields.get("campaign") not in (None, ""):
+        job["campaign"] = fields["campaign"]
+    if data:
+        job["data"] = dict(data)
+    optional = {name: fields.get(name) for name in OPTIONAL_FIELDS if fields.get(name) not in (None, "")}
+    try:
+        job.update(validate_job({**job, **optional}))
+    except JobInvalid as exc:
+        rich = any(isinstance(v, str) and v and not _ALNUM.fullmatch(v) for v in headers.values())
+        raise ValueError(f"{exc} ({HEADER_HINT})" if rich else str(exc)) from None
+    when = fields.get("at") or fields.get("due_at")
+    job["due_at"] = now if when in (None, "") else _due_at(when, job.get("tz"), now, notes)
+    return job
+
+
+def _pairs(values: Iterable[str], option: str, what: str) -> dict[str, str]:
+    """`K=V` options → a dict; a name given twice is refused (for headers, in any letter case)."""
+    result: dict[str, str] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise UserError(f"{option} {value!r} must look like NAME=VALUE")
+        if key in result:
+            raise UserError(f"{what} {key!r} given twice: give it once")
+        result[key] = text
+    return result
+
+
+@group.command("add")
+@click.option(
+    "--to", "to", required=True, help="destination: digits (E.164, a leading + is dropped) or a sip: URI"
+)
+@click.option("--from", "from_", required=True, help="caller id digits")
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="K=V",
+    help="custom SIP header (X-PH-K), both [A-Za-z0-9]; once per name, in any letter case",
+)
+@click.option(
+    "--data",
+    "data",
+    multiple=True,
+    metavar="K=V",
+    help="a per-call value for templates (job.data.K): any text, at most 16 KB in all",
+)
+@click.option("--campaign", help="the campaign the call belongs to, [A-Za-z0-9-]{1,64}")
+@click.option("--at", "at", help="earliest time to dial, ISO 8601 (default now; no offset = in --tz)")
+@click.option("--tz", help="IANA time zone of the callee, for the calling window")
+@click.option("--id", "call_id", help=f"job id, {ID_RULE} (default a new UUID); an existing id is refused")
+@click.option("--window", help="calling hours HH:MM-HH:MM in --tz (default CALL_WINDOW)")
+@click.option("--max-attempts", type=int, help="attempts including retries (default MAX_ATTEMPTS)")
+@click.option("--caller-name", help="caller name shown to the callee (at most 50 characters)")
+@click.option("--answer-url", help="answer URL for this call (default PUBLIC_BASE_URL/answer)")
+def calls_add(
+    to: str,
+    from_: str,
+    headers: tuple[str, ...],
+    data: tuple[str, ...],
+    campaign: str | None,
+    at: str | None,
+    tz: str | None,
+    call_id: str | None,
+    window: str | None,
+    max_attempts: int | None,
+    caller_name: str | None,
+    answer_url: str | None,
+) -> None:
+    """Enqueue one call."""
+    from chalicelib.calls.jobs import JobError
+
+    fields = {
+        "to": to,
+        "from": from_,
+        "at": at,
+        "tz": tz,
+        "call_id": call_id,
+        "campaign": campaign,
+        "window": window,
+        "max_attempts": max_attempts,
+        "caller_name": caller_name,
+        "answer_url": answer_url,
+    }
+    notes: list[str] = []
+    try:
+        job = build_job(
+            fields,
+            _pairs(headers, "--header", "header"),
+            datetime.now(UTC).timestamp(),
+            data=_pairs(data, "--data", "data"),
+            notes=notes,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        _repo().add(job)
+    except JobError as exc:
+        raise UserError(str(exc)) from None
+    for note in notes:
+        click.echo(f"note: --at {note.removeprefix('time ')}", err=True)
+    click.echo(f"added {job['call_id']} (due {_when(job['due_at'])})")
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+class FileProblem(ValueError):
+    """The file as a whole cannot be imported (encoding, header row): one line, nothing imported."""
+
+    def __init__(self, message: str, line: int | None = 1) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+@dataclass(frozen=True)
+class Column:
+    kind: str  # "field", "header", "data", or "blank" (a column with no name: its cells must be empty)
+    name: str
+    title: str  # as written in the header row
+
+
+def parse_columns(titles: Sequence[str]) -> list[Column]:
+    """The header row → what each column fills; FileProblem naming every column that cannot be used."""
+    columns: list[Column] = []
+    unknown: list[str] = []
+    for raw in titles:
+        title = raw.strip()
+        prefix = next((p for p in (*HEADER_COLUMN_PREFIXES, DATA_COLUMN_PREFIX) if title.startswith(p)), None)
+        if not title:
+            columns.append(Column("blank", "", raw))
+        elif title in JOB_FIELDS:
+            columns.append(Column("field", title, raw))
+        elif prefix and title[len(prefix) :]:
+            kind = "data" if prefix == DATA_COLUMN_PREFIX else "header"
+            columns.append(Column(kind, title[len(prefix) :], raw))
+        else:
+            unknown.append(title)
+    if unknown:
+        names = ", ".join(u if u.isprintable() and len(u) <= 60 else _shown(u) for u in unknown)
+        raise FileProblem(
+            f"unknown column(s) {names} (known: {', '.join(JOB_FIELDS)}, X-PH-<Name> or header.<Name>, "
+            "data.<Name>)"
+        )
+    if not any(c.kind != "blank" for c in columns):
+        raise FileProblem("empty header row (expected at least to,from)")
+    seen: dict[tuple[str, str], Column] = {}
+    for number, column in enumerate(columns, start=1):
+        if column.kind == "blank":
+            continue
+        key = (column.kind, column.name.casefold() if column.kind == "header" else column.name)
+        if key in seen:
+            first = seen[key]
+            where = f"column {columns.index(first) + 1} and {number}"
+            if first.title.strip() == column.title.strip():
+                raise FileProblem(f"column {column.title.strip()!r} appears twice ({where})")
+            titles = f"{first.title.strip()!r} and {column.title.strip()!r}"
+            raise FileProblem(
+                f"columns {titles} both name header {first.name!r} "
+                f"({where}; Plivo treats header names case-insensitively)"
+            )
+        seen[key] = column
+    missing = [name for name in ("to", "from") if ("field", name) not in seen]
+    if missing:
+        raise FileProblem(f"missing column(s) {', '.join(missing)}")
+    return columns
+
+
+def row_input(
+    columns: Sequence[Column], cells: Sequence[str]
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """One record → (fields, headers, data), blank cells left out; ValueError saying what is wrong."""
+    if len(cells) > len(columns) and any(cell.strip() for cell in cells[len(columns) :]):
+        raise ValueError(
+            f"{len(cells)} cells but only {len(columns)} columns (quote a cell that holds a comma)"
+        )
+    fields: dict[str, str] = {}
+    headers: dict[str, str] = {}
+    data: dict[str, str] = {}
+    for number, (column, cell) in enumerate(zip(columns, cells, strict=False), start=1):
+        where = f"column {column.title.strip()!r}" if column.kind != "blank" else f"column {number} (no name)"
+        odd = next((name for char, name in ODD_LINE_BREAKS.items() if char in cell), None)
+        if odd:
+            raise ValueError(
+                f"{where} holds {odd}, which other tools read as a line break; remove it from the cell"
+            )
+        size = len(cell.encode("utf-8", "surrogatepass"))
+        if size > MAX_CELL_BYTES:
+            raise ValueError(f"{where} holds {size} bytes (a cell may hold at most {MAX_CELL_BYTES})")
+        text = cell.strip()
+        if not text:
+            continue  # a blank optional cell is an absent field
+        if column.kind == "blank":
+            raise ValueError(f"{where} holds {_shown(text)}: give the column a name, or empty the cell")
+        {"field": fields, "header": headers, "data": data}[column.kind][column.name] = text
+    return fields, headers, data
+
+
+def csv_records(handle: Iterable[str]) -> Iterator[tuple[int, list[str] | str]]:
+    """(first line, cells) per CSV record, or (first line, problem) for one the csv module cannot read.
+
+    `handle` must be read with newline='' (so only CR/LF end a record, as in CSV) and csv.field_size_limit
+    must exceed the longest field."""
+    reader = csv.reader(handle)
+    end = 0
+    while True:
+        start = end + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            end = reader.line_num
+            yield start, f"cannot read this row as CSV ({exc})"
+            continue
+        end = reader.line_num
+        yield start, cells
+
+
+def read_csv(raw: bytes) -> tuple[list[Column], list[tuple[int, list[str] | str]]]:
+    """A CSV file's bytes → its columns and its records (see csv_records); FileProblem if unusable."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise FileProblem(f"not UTF-8 ({exc.reason} at byte {exc.start}); save it as UTF-8", line) from None
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))  # no field can be longer than the file
+    try:
+        records = list(csv_records(io.StringIO(text, newline="")))
+    finally:
+        csv.field_size_limit(limit)
+    while records and records[0][1] == []:
+        records.pop(0)
+    if not records:
+        raise FileProblem("empty file (expected a header row with at least to,from)", None)
+    line, titles = records[0]
+    if isinstance(titles, str):
+        raise FileProblem(titles, line)
+    try:
+        columns = parse_columns(titles)
+    except FileProblem as exc:
+        exc.line = line
+        raise
+    return columns, records[1:]
+
+
+@group.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--campaign", help="the campaign every row belongs to, [A-Za-z0-9-]{1,64}")
+def calls_import(file: Path, campaign: str | None) -> None:
+    """Enqueue every row of FILE.csv (UTF-8; columns: to, from, and optional call_id, at, tz, window,
+    max_attempts, caller_name, answer_url, answer_method, ring_timeout, time_limit, machine_detection,
+    X-PH-<Name> or header.<Name> headers, data.<Name> values). A blank cell is an absent field. A bad row
+    is reported by line number and skipped; the others are imported."""
+    from chalicelib.calls.call_body import data_problems
+    from chalicelib.calls.jobs import JobError
+
+    problem = data_problems({"campaign": campaign})
+    if problem:
+        raise UserError(f"--campaign: {problem[0]}")
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{file}: no such file") from None
+    except OSError as exc:
+        raise UserError(f"{file}: cannot read ({exc.strerror or exc})") from None
+    try:
+        columns, records = read_csv(raw)
+    except FileProblem as exc:
+        where = f"{file}:{exc.line}" if exc.line is not None else str(file)
+        raise UserError(f"{where}: {exc}") from None
+    records = [
+        (line, cells) for line, cells in records if isinstance(cells, str) or any(c.strip() for c in cells)
+    ]
+    repo = _repo()
+    now = datetime.now(UTC).timestamp()
+    imported = 0
+    bad: list[str] = []
+    past: list[int] = []
+    with click.progressbar(
+        records, label=f"importing {file.name}", file=sys.stderr, show_pos=True
+    ) as progress:
+        for line, cells in progress:
+            notes: list[str] = []
+            try:
+                if isinstance(cells, str):
+                    raise ValueError(cells)
+                fields, headers, data = row_input(columns, cells)
+                if campaign:
+                    fields["campaign"] = campaign
+                repo.add(build_job(fields, headers, now, data=data, notes=notes))
+                imported += 1
+                if notes:
+                    past.append(line)
+            except (ValueError, JobError) as exc:
+                bad.append(f"{file}:{line}: {exc}")
+    for message in bad:
+        click.echo(message, err=True)
+    if past:
+        shown = ", ".join(map(str, past[:10])) + (", ..." if len(past) > 10 else "")
+        click.echo(
+            f"note: {plural(len(past), 'row')} had a time in the past, taken as now (line {shown})",
+            err=True,
+        )
+    click.echo(
+        f"imported {plural(imported, 'call')}" + (f", {plural(len(bad), 'bad row')} skipped" if bad else "")
+    )
+    if bad:
+        sys.exit(1)
+
+
+def _when(epoch: Any) -> str:
+    try:
+        return datetime.fromtimestamp(float(epoch), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "-"
+
+
+@group.command("list")
+@click.option("--status", type=click.Choice(STATUSES), help="only jobs in this status (oldest due first)")
+@click.option("--json", "as_json", is_flag=True, help="a JSON array of the job items as stored")
+def calls_list(status: str | None, as_json: bool) -> None:
+    """List call jobs."""
+    items = _repo().list(status=status)
+    if as_json:
+        click.echo(json.dumps(list(items), indent=2, default=str))
+        return
+    rows = [("CALL_ID", "STATUS", "DUE", "TO", "ATTEMPTS", "RESULT")]
+    for item in items:
+        result = item.get("outcome") or item.get("last_error") or ""
+        rows.append(
+            (
+                str(item.get("call_id", "")),
+                str(item.get("status", "")),
+                _when(item.get("due_at")),
+                str(item.get("to", "")),
+                str(item.get("attempts", 0)),
+                str(result)[:60],
+            )
+        )
+    if len(rows) == 1:
+        click.echo("no calls" + (f" with status {status}" if status else ""))
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]).rstrip())
+
+
+@group.command("cancel")
+@click.argument("call_id")
+def calls_cancel(call_id: str) -> None:
+    """Cancel a pending call job."""
+    from chalicelib.calls.jobs import JobError
+
+    try:
+        _repo().cancel(call_id)
+    except JobError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"cancelled {call_id}")
