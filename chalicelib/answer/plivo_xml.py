@@ -8,7 +8,6 @@ Attribute names are checked per element (case-sensitive) and the values of enume
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Callable
 from xml.parsers.expat import ErrorString, ExpatError
 
@@ -72,11 +71,20 @@ def _one_of(*values: str) -> Callable[[str], bool]:
 
 def _int_in(low: int, high: int | None = None) -> Callable[[str], bool]:
     """Decimal digits only (no sign, no spaces, no '1.0'), within [low, high]."""
+    if high is not None and high - low <= 2000:
+        # Small ranges: one set look-up, no int() (the forms Plivo's own examples use, without leading 0s).
+        return frozenset(str(number) for number in range(low, high + 1)).__contains__
+
+    common = frozenset(str(number) for number in range(low, 1001))  # the usual values: one set look-up
 
     def check(value: str) -> bool:
+        if value in common:
+            return True
         # 9 digits bound the int() call (and keep far away from Python's 4300-digit conversion limit).
-        if not (0 < len(value) <= 9 and value.isascii() and value.isdigit()):
+        if not (0 < len(value) <= 9 and value.isdigit() and value.isascii()):
             return False
+        if low <= 1 and high is None:
+            return low == 0 or value.strip("0") != ""
         number = int(value)
         return number >= low and (high is None or number <= high)
 
@@ -101,13 +109,28 @@ def _chars(allowed: str, min_len: int = 0, max_len: int = 256) -> Callable[[str]
     return check
 
 
-def _pattern(regex: str) -> Callable[[str], bool]:
-    match = re.compile(regex).fullmatch
+def _voice(value: str) -> bool:
+    # WOMAN and MAN are Plivo's own voices; Amazon Polly voices are "Polly.<Name>", the neural ones spelled
+    # "Polly.<Name>-Neural" on some pages: letters and hyphens after the dot.
+    if value == "WOMAN" or value == "MAN":
+        return True
+    name = value[6:]
+    return (
+        value.startswith("Polly.")
+        and name[:1].isalpha()
+        and name.replace("-", "").isalpha()
+        and name.isascii()
+    )
 
-    def check(value: str) -> bool:
-        return match(value) is not None
 
-    return check
+def _duration(value: str) -> bool:
+    # SSML break time: "500ms", "2s"
+    digits = value[:-2] if value.endswith("ms") else value[:-1] if value.endswith("s") else ""
+    return 0 < len(digits) <= 5 and digits.isdigit() and digits.isascii()
+
+
+def _at_most_50(value: str) -> bool:
+    return len(value) <= 50
 
 
 def _events(*values: str) -> Callable[[str], bool]:
@@ -157,23 +180,16 @@ _DESCRIPTIONS: dict[object, str] = {
 
 
 def _described(rule: Callable[[str], bool], text: str) -> Callable[[str], bool]:
-    """`rule`, with `text` as what the error message says is expected (a copy when `rule` is shared)."""
-    if rule in _DESCRIPTIONS:
-        shared = rule
-
-        def rule(value: str) -> bool:
-            return shared(value)
-
+    """`rule`, with `text` as what the error message says is expected (rules are not shared here)."""
+    assert rule not in _DESCRIPTIONS, text
     _DESCRIPTIONS[rule] = text
     return rule
 
 
 _SPEAK: dict[str, _Rule] = {
-    # WOMAN and MAN are Plivo's own voices; Amazon Polly voices are "Polly.<Name>", the neural ones spelled
-    # "Polly.<Name>-Neural" on some pages: accept letters and hyphens after the dot.
-    "voice": _described(_pattern(r"WOMAN|MAN|Polly\.[A-Za-z][A-Za-z-]*"), "WOMAN, MAN or Polly.<Name>"),
+    "voice": _described(_voice, "WOMAN, MAN or Polly.<Name>"),
     "language": _TEXT,  # en-US, fr-FR, arb ... Plivo's list grows with its voices
-    "loop": _described(_NON_NEGATIVE, "a whole number of at least 0 (0 repeats forever)"),
+    "loop": _described(_int_in(0), "a whole number of at least 0 (0 repeats forever)"),
 }
 
 ATTRIBUTES: dict[str, dict[str, _Rule]] = {
@@ -223,7 +239,7 @@ ATTRIBUTES: dict[str, dict[str, _Rule]] = {
         "timeLimit": _POSITIVE,
         "timeout": _POSITIVE,
         "callerId": _TEXT,
-        "callerName": _described(_pattern(r"(?s).{0,50}"), "at most 50 characters"),
+        "callerName": _described(_at_most_50, "at most 50 characters"),
         "confirmSound": _URL,
         "confirmTimeout": _POSITIVE,
         "confirmKey": _KEY,
@@ -267,7 +283,7 @@ ATTRIBUTES: dict[str, dict[str, _Rule]] = {
     "Redirect": {"method": _METHOD},
     "Hangup": {
         "reason": _described(_one_of("rejected", "busy"), "rejected or busy"),
-        "schedule": _described(_POSITIVE, "a whole number of seconds, at least 1"),
+        "schedule": _described(_int_in(1), "a whole number of seconds, at least 1"),
     },
     "PreAnswer": {},
     "DTMF": {"async": _BOOL},
@@ -386,7 +402,7 @@ ATTRIBUTES: dict[str, dict[str, _Rule]] = {
             _one_of("none", "x-weak", "weak", "medium", "strong", "x-strong"),
             "none, x-weak, weak, medium, strong or x-strong",
         ),
-        "time": _described(_pattern(r"[0-9]{1,5}(ms|s)"), "a duration such as 500ms or 2s"),
+        "time": _described(_duration, "a duration such as 500ms or 2s"),
     },
     "cont": {},
     "emphasis": {
@@ -405,6 +421,10 @@ ATTRIBUTES: dict[str, dict[str, _Rule]] = {
 REQUIRED: dict[str, tuple[str, ...]] = {"MultiPartyCall": ("role",)}
 _LOWER_NAMES = {tag: {name.lower(): name for name in rules} for tag, rules in ATTRIBUTES.items()}
 _XML_NS = "http://www.w3.org/XML/1998/namespace}"
+
+
+def _UNKNOWN(value: str) -> bool:  # a sentinel for dict.get: a rule no attribute has
+    return False
 
 
 def _attribute_name(raw: str) -> str:
@@ -477,18 +497,17 @@ class _Checker:
                 self._attributes(tag, rules, attrib)
 
     def _attributes(self, tag: str, rules: dict[str, _Rule], attrib: list[str]) -> None:
-        for i in range(0, len(attrib), 2):
-            name = attrib[i]
-            if name in rules:
-                rule = rules[name]
-            else:
+        pairs = iter(attrib)
+        for name, value in zip(pairs, pairs, strict=False):
+            rule = rules.get(name, _UNKNOWN)
+            if rule is _UNKNOWN:
                 name = _attribute_name(name)
-                if name not in rules:
+                rule = rules.get(name, _UNKNOWN)
+                if rule is _UNKNOWN:
                     self._problem(_unknown(tag, name))
                     continue
-                rule = rules[name]
-            if rule is not None and not rule(attrib[i + 1]):
-                self._problem(_bad_value(tag, name, attrib[i + 1], rule))
+            if rule is not None and not rule(value):
+                self._problem(_bad_value(tag, name, value, rule))
         if tag in REQUIRED:
             names = attrib[0::2]
             for name in REQUIRED[tag]:
