@@ -38,7 +38,7 @@ SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "templates"
         "<Response><Dial><Number>14155551234</Number><User>sip:a@phone.plivo.com</User></Dial></Response>",
         "<Response><PreAnswer><Speak>x</Speak><GetDigits><Speak>y</Speak></GetDigits></PreAnswer></Response>",
         "<Response>\n  <Conference>room</Conference>\n  <Record/><Redirect>https://x</Redirect><DTMF>12</DTMF>"
-        "<Message>m</Message><MultiPartyCall>mpc</MultiPartyCall><Stream>wss://x</Stream><GetInput/></Response>",
+        "<Message>m</Message><MultiPartyCall role='customer'>mpc</MultiPartyCall><Stream>wss://x</Stream><GetInput/></Response>",
     ],
 )
 def test_valid_plivo_xml(document):
@@ -191,9 +191,9 @@ def test_render_stops_early_when_output_is_too_big():
     ],
 )
 def test_values_are_escaped_in_text_and_attributes(value):
-    source = (
-        '<Response><Speak voice="{{ call.CallerName }}">{{ call.From }}</Speak>'
-        "<Play loop='{{ headers.Loop }}'>https://x/{{ sip.A }}</Play></Response>"
+    source = (  # free-text attributes: the attribute check leaves their values alone
+        '<Response><Speak language="{{ call.CallerName }}">{{ call.From }}</Speak>'
+        "<Message src='{{ headers.Loop }}'>https://x/{{ sip.A }}</Message></Response>"
     )
     out = render.render(
         render.compile_template(source),
@@ -201,10 +201,10 @@ def test_values_are_escaped_in_text_and_attributes(value):
     )
     assert plivo_xml.problems(out) == []
     root = fromstring(out)
-    assert [el.tag for el in root] == ["Speak", "Play"]
+    assert [el.tag for el in root] == ["Speak", "Message"]
     clean = "".join(c for c in value if c not in "\x01\x0b\ufffe")
-    assert (root[0].text or "") == clean and root[0].get("voice") == clean
-    assert root[1].get("loop") == clean and root[1].text == "https://x/" + clean
+    assert (root[0].text or "") == clean and root[0].get("language") == clean
+    assert root[1].get("src") == clean and root[1].text == "https://x/" + clean
 
 
 # ---------------------------------------------------------------- validate_template (CLI)

@@ -42,9 +42,9 @@ from tests.faults.faultlib import (
 
 ECHO = """<?xml version="1.0" encoding="UTF-8"?>
 <Response>
-  <Speak>{{ call.From }}</Speak>
+  <Speak language="{{ headers.Loop }}">{{ call.From }}</Speak>
   <Speak>{{ headers.Name }}|{{ sip.To }}|{% for k in call %}{{ k }}={{ call[k] }};{% endfor %}</Speak>
-  <Play loop="{{ headers.Loop }}">https://example.com/{{ call.To }}.mp3</Play>
+  <Play>https://example.com/{{ call.To }}.mp3</Play>
   <Hangup/>
 </Response>
 """
