@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from callflow_cli.errors import UserError
 from chalicelib.calls.campaigns import Campaign, CampaignError, CampaignState
 
 # A pause or a do-not-call entry is in force once the command returns: the launcher re-reads campaign states
@@ -20,10 +21,6 @@ from chalicelib.calls.campaigns import Campaign, CampaignError, CampaignState
 from chalicelib.calls.gate import CHECK_MAX_AGE
 
 GRACE_SECONDS = CHECK_MAX_AGE + 1.0
-
-
-class CampaignUserError(click.ClickException):
-    """One readable line and exit 1."""
 
 
 def _store() -> Any:
@@ -41,7 +38,7 @@ def _jobs() -> Any:
 def _campaign_or_fail(name: str) -> Campaign:
     campaign = _store().get(name)
     if campaign is None:
-        raise CampaignUserError(f"campaign {name!r} does not exist (callflow campaigns list shows them)")
+        raise UserError(f"campaign {name!r} does not exist (callflow campaigns list shows them)")
     return campaign
 
 
@@ -93,14 +90,14 @@ def campaigns_create(
             weight=weight,
         )
     except (CampaignError, NumberError) as exc:
-        raise CampaignUserError(str(exc)) from None
+        raise UserError(str(exc)) from None
     problems = campaign.problems()
     if problems:
-        raise CampaignUserError("; ".join(problems))
+        raise UserError("; ".join(problems))
     try:
         _store().create(campaign)
     except CampaignExists as exc:
-        raise CampaignUserError(str(exc)) from None
+        raise UserError(str(exc)) from None
     click.echo(f"created campaign {name} (active)")
 
 
@@ -170,9 +167,9 @@ def _steer(name: str, state: CampaignState, allowed: tuple[CampaignState, ...]) 
     try:
         return _store().set_state(name, state, allowed)  # type: ignore[no-any-return]
     except CampaignNotFound as exc:
-        raise CampaignUserError(str(exc)) from None
+        raise UserError(str(exc)) from None
     except ValueError as exc:
-        raise CampaignUserError(str(exc)) from None
+        raise UserError(str(exc)) from None
 
 
 @campaigns.command("pause")
@@ -224,7 +221,7 @@ def campaigns_report(name: str, csv_path: Path | None, html_path: Path | None) -
     from callflow_cli import report
 
     if not csv_path and not html_path:
-        raise CampaignUserError("say where: --csv FILE and/or --html FILE")
+        raise UserError("say where: --csv FILE and/or --html FILE")
     campaign = _campaign_or_fail(name)
     from chalicelib import resources
 
@@ -239,7 +236,7 @@ def campaigns_report(name: str, csv_path: Path | None, html_path: Path | None) -
         if html_path:
             html_path.write_text(report.render_html(campaign, stats), encoding="utf-8")
     except OSError as exc:
-        raise CampaignUserError(f"cannot write the report: {exc.strerror or exc}") from None
+        raise UserError(f"cannot write the report: {exc.strerror or exc}") from None
     where = " and ".join(str(p) for p in (csv_path, html_path) if p)
     click.echo(f"report of {name}: {written} job{'s' if written != 1 else ''} -> {where}")
 
@@ -264,7 +261,7 @@ def _number(text: str) -> str:
     try:
         return normalize(text)
     except NumberError as exc:
-        raise CampaignUserError(str(exc)) from None
+        raise UserError(str(exc)) from None
 
 
 @dnc.command("add")
@@ -283,7 +280,7 @@ def dnc_add(number: str, reason: str | None) -> None:
 def dnc_remove(number: str) -> None:
     digits = _number(number)
     if not _store().dnc_remove(digits):
-        raise CampaignUserError(f"{digits} is not on the do-not-call list")
+        raise UserError(f"{digits} is not on the do-not-call list")
     click.echo(f"{digits} removed from the do-not-call list")
 
 
@@ -338,7 +335,7 @@ def dnc_import(file: Path) -> None:
                 bad += 1
                 click.echo(f"{file.name}:{line_no}: {exc}", err=True)
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise CampaignUserError(f"{file.name}: cannot read it as text or CSV: {exc}") from None
+        raise UserError(f"{file.name}: cannot read it as text or CSV: {exc}") from None
     added = _store().dnc_add_many(good)
     time.sleep(GRACE_SECONDS)
     click.echo(

@@ -13,7 +13,7 @@ import json
 
 import click
 
-from callflow_cli import calls, templates
+from callflow_cli import calls, campaigns, templates
 from callflow_cli.errors import Group, UserError
 from chalicelib import resources
 
@@ -26,6 +26,8 @@ def main() -> None:
 
 main.add_command(templates.group)
 main.add_command(calls.group)
+main.add_command(campaigns.campaigns)
+main.add_command(campaigns.dnc)
 
 
 @main.command("launch")

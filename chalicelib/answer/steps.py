@@ -1,0 +1,119 @@
+"""Conversations: a call is a flow of templates ("steps"). A template's GetInput, GetDigits, Record or Dial
+action points back at /answer?step=<Next>&call_id=<job>; what the caller pressed or said arrives with that
+request and is kept on the job. Pure: URLs, labels and what a step request recorded; no AWS."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from chalicelib.answer.routes import is_template_name
+
+RESULT_RE = re.compile(r"[a-z0-9-]{1,32}")
+PARAM_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
+OPTED_OUT = "opted-out"
+
+# Plivo's action parameters (GetInput, GetDigits, Record, Dial): what a step request "carries as input".
+ACTION_PARAMS = (
+    "Digits",
+    "Speech",
+    "SpeechConfidenceScore",
+    "InputType",
+    "UnstableSpeech",
+    "RecordUrl",
+    "RecordingDuration",
+    "RecordingDurationMs",
+    "RecordingID",
+    "RecordingStartMs",
+    "RecordingEndMs",
+    "DialStatus",
+    "DialRingStatus",
+    "DialHangupCause",
+    "DialALegUUID",
+    "DialBLegUUID",
+    "DialAction",
+)
+MAX_RESPONSE_VALUE = 2000  # characters kept per parameter; a transcript longer than this is cut
+
+
+class StepError(ValueError):
+    """A template asked for something a step cannot be: a bad step name, result label or parameter."""
+
+
+def step_url(base_answer_url: str, step: str, call_id: str | None, params: Mapping[str, Any]) -> str:
+    """The absolute URL of /answer for `step`, carrying the job's call_id and the template's `params`."""
+    if not is_template_name(step):
+        raise StepError(f"url(): step {step!r} is not a template name ([A-Za-z0-9]{{1,64}})")
+    query: list[tuple[str, str]] = [("step", step)]
+    if call_id:
+        query.append(("call_id", call_id))
+    for name, value in params.items():
+        if not PARAM_NAME_RE.fullmatch(name) or name in ("step", "call_id"):
+            raise StepError(
+                f"url(): parameter name {name!r} must be letters, digits or _ (not step or call_id)"
+            )
+        query.append((name, "" if value is None else str(value)))
+    return f"{base_answer_url}?{urlencode(query)}"
+
+
+def check_result(label: object) -> str:
+    if not isinstance(label, str) or not RESULT_RE.fullmatch(label):
+        raise StepError(f"result(): label {label!r} must match [a-z0-9-]{{1,32}}")
+    return label
+
+
+def action_input(params: Mapping[str, str]) -> dict[str, str]:
+    """The Plivo action parameters this request carries (empty: no input, e.g. a Redirect)."""
+    return {k: str(params[k])[:MAX_RESPONSE_VALUE] for k in ACTION_PARAMS if params.get(k) not in (None, "")}
+
+
+def request_key(params: Mapping[str, str], step: str, given: Mapping[str, str]) -> str:
+    """Identifies one step request: Plivo's retry of the same request has the same key."""
+    text = "\x1f".join([params.get("CallUUID") or "", step, *(f"{k}={v}" for k, v in sorted(given.items()))])
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+@dataclass
+class StepEffects:
+    """What rendering a step asked for; applied only when its reply is actually served."""
+
+    result: str | None = None
+    opt_out: bool = False
+    calls: list[str] = field(default_factory=list)
+
+    def set_result(self, label: object) -> str:
+        self.result = check_result(label)
+        return ""
+
+    def set_opt_out(self) -> str:
+        self.opt_out = True
+        self.result = OPTED_OUT
+        return ""
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """The one conditional write a served step makes on its job (None fields: nothing to write)."""
+
+    step: str
+    key: str
+    response: dict[str, Any] | None
+    result: str | None
+
+    @property
+    def empty(self) -> bool:
+        return self.response is None and self.result is None
+
+
+def step_record(step: str, params: Mapping[str, str], effects: StepEffects, now: float) -> StepRecord:
+    given = action_input(params)
+    response: dict[str, Any] | None = None
+    if given:
+        response = {**given, "at": round(now, 3)}
+        if params.get("CallUUID"):
+            response["CallUUID"] = params["CallUUID"]
+    return StepRecord(step, request_key(params, step, given), response, effects.result)

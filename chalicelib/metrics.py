@@ -1,0 +1,124 @@
+"""Metrics through Powertools for AWS Lambda's Metrics: CloudWatch embedded metric format (EMF), namespace
+`callflow`, flushed once per invocation by the handlers (and by `callflow launch`).
+
+Dimensions only ever take values from small fixed sets (`REASONS`, `ROUTES`, `OUTCOMES` ...) or, for
+campaign names, the first MAX_CAMPAIGNS names a container sees (later ones count as "other"), so no
+dimension can take unbounded values however many templates or campaigns a stranger invents.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+NAMESPACE = "callflow"
+SERVICE = "callflow"
+MAX_CAMPAIGNS = 50
+OTHER = "other"
+
+# The names the code emits (the stack's alarms and dashboard may reference only these: a test parses both).
+ANSWERS_SERVED = "AnswersServed"
+ANSWER_FALLBACKS = "AnswerFallbacks"
+SIGNATURE_REJECTIONS = "SignatureRejections"
+STEP_INPUTS = "StepInputsRecorded"
+CALLS_PLACED = "CallsPlaced"
+CALLS_DEFERRED = "CallsDeferred"
+CALLS_FAILED = "CallsFailed"
+CALLS_UNKNOWN = "CallsUnknown"
+CALLS_CANCELLED = "CallsCancelled"
+ACHIEVED_CPS = "AchievedCPS"
+PLIVO_LATENCY_P50 = "PlivoLatencyP50"
+PLIVO_LATENCY_P99 = "PlivoLatencyP99"
+PLIVO_AUTH_ERRORS = "PlivoAuthErrors"
+LAUNCHER_ERRORS = "LauncherErrors"
+HANGUP_OUTCOMES = "HangupOutcomes"
+RESULTS = "Results"
+EVENTS_DEFERRED = "EventsDeferred"
+
+UNITS = {
+    ACHIEVED_CPS: "Count/Second",
+    PLIVO_LATENCY_P50: "Milliseconds",
+    PLIVO_LATENCY_P99: "Milliseconds",
+}
+
+REASONS = frozenset(
+    {
+        "missing",
+        "broken",
+        "invalid-xml",
+        "render-failed",
+        "store-unavailable",
+        "no-template",
+        "error",
+        "step-missing",
+    }
+)
+ROUTES = frozenset({"answer", "hangup", "machine"})
+OUTCOMES = frozenset({"completed", "busy", "no-answer", "timeout", "failed", "cancel", "machine", "missing"})
+DIMENSION_VALUES = {"Reason": REASONS, "Route": ROUTES, "Outcome": OUTCOMES}
+
+
+class _Recorder:
+    """Counts within one invocation; `flush` writes one EMF document per set of dimensions."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._plain: Counter[str] = Counter()
+        self._values: dict[str, float] = {}
+        self._dimensioned: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+        self._campaigns: set[str] = set()
+
+    def bounded(self, name: str, value: str) -> str:
+        if name == "Campaign":
+            with self._lock:
+                if value in self._campaigns or len(self._campaigns) < MAX_CAMPAIGNS:
+                    self._campaigns.add(value)
+                    return value
+            return OTHER
+        allowed = DIMENSION_VALUES.get(name)
+        if allowed is None:
+            raise ValueError(f"{name} is not a dimension callflow emits")
+        return value if value in allowed else OTHER
+
+    def count(self, metric: str, value: float = 1, **dimensions: str) -> None:
+        if dimensions:
+            dims = tuple(sorted((k, self.bounded(k, v)) for k, v in dimensions.items()))
+            with self._lock:
+                self._dimensioned[(metric, dims)] += value
+        else:
+            with self._lock:
+                self._plain[metric] += value
+
+    def value(self, metric: str, value: float) -> None:
+        with self._lock:
+            self._values[metric] = value
+
+    def flush(self) -> None:
+        with self._lock:
+            plain, values, dimensioned = self._plain, self._values, self._dimensioned
+            self._plain, self._values, self._dimensioned = Counter(), {}, Counter()
+        if not (plain or values or dimensioned):
+            return
+        from aws_lambda_powertools.metrics import Metrics, single_metric
+
+        if plain or values:
+            metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+            for name, total in plain.items():
+                metrics.add_metric(name=name, unit=UNITS.get(name, "Count"), value=total)
+            for name, number in values.items():
+                metrics.add_metric(name=name, unit=UNITS.get(name, "Count"), value=number)
+            metrics.flush_metrics()
+        for (name, dims), total in dimensioned.items():
+            with single_metric(
+                name=name, unit=UNITS.get(name, "Count"), value=total, namespace=NAMESPACE
+            ) as metric:  # type: Any
+                metric.add_dimension(name="service", value=SERVICE)
+                for key, value in dims:
+                    metric.add_dimension(name=key, value=value)
+
+
+recorder = _Recorder()
+count = recorder.count
+value = recorder.value
+flush = recorder.flush
