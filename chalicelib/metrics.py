@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Any
 
 NAMESPACE = "callflow"
 SERVICE = "callflow"
