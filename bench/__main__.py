@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench import answer_latency, cold_start, harness, launcher_throughput, memory, s3_requests
 from bench.harness import Report, Result
+from devtools.local_aws import MotoServer
 
 MEASUREMENTS = {
     "cold_start": cold_start,
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = harness.machine_details()
     report = Report()
     started = time.monotonic()
-    with harness.MotoServer() as moto:
+    with MotoServer() as moto:
         names = harness.seed_templates(moto.url, 50)
         for key, module in MEASUREMENTS.items():
             if args.only and key not in args.only:
