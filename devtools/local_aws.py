@@ -146,6 +146,7 @@ class MotoServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+
 # CloudFormation properties with no create_table equivalent that matter only in a real account.
 LOCAL_IRRELEVANT = frozenset(
     {

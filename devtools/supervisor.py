@@ -170,3 +170,44 @@ def tcp_ready(host: str, port: int) -> Callable[[], bool]:
             return False
 
     return check
+
+
+def _switches(pid: int) -> int | None:
+    """How often process `pid` has been scheduled so far (voluntary + involuntary), None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return sum(int(line.split()[1]) for line in text.splitlines() if "ctxt_switches:" in line)
+
+
+def stop_with_make(stop: threading.Event, poll: float = 0.2) -> threading.Thread | None:
+    """Under `make run`, set `stop` when make itself is signalled or gone.
+
+    GNU make forwards only SIGTERM to its recipe: a SIGINT or SIGHUP sent to the make process alone (an
+    IDE's stop button) makes it wait for us for ever, and no signal reaches us. While it waits for its one
+    child make is never scheduled, so any wake-up of make (its signal handler running) or its exit means
+    "stop". Does nothing (None) when our parent is not make."""
+    parent = os.getppid()
+    try:
+        name = Path(f"/proc/{parent}/comm").read_text().strip()
+    except OSError:
+        return None
+    if name not in ("make", "gmake") or "MAKELEVEL" not in os.environ:
+        return None
+
+    def watch() -> None:
+        baseline = _switches(parent)
+        while not stop.wait(poll):  # settle: make may still be finishing the fork when we start
+            now = _switches(parent)
+            if now == baseline:
+                break
+            baseline = now
+        while not stop.wait(poll):
+            if os.getppid() != parent or _switches(parent) != baseline:
+                stop.set()
+                return
+
+    thread = threading.Thread(target=watch, name="make-watch", daemon=True)
+    thread.start()
+    return thread
