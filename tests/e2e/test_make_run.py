@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.run_local import DEMO_MARKER, free_port
+from devtools.local_aws import free_port
+from devtools.run_local import DEMO_MARKER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ from chalicelib import resources
 from chalicelib.calls.jobs import JobRepository
 from chalicelib.settings import Settings
 from tests import support
-from tests.launcher.launcherlib import AUTH_ID, AUTH_TOKEN, ENV, TABLE, UNSET
+from tests.calls.launcherlib import AUTH_ID, AUTH_TOKEN, ENV, TABLE, UNSET
 
 
 @pytest.fixture(autouse=True)
