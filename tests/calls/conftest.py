@@ -27,11 +27,6 @@ def env(monkeypatch):
 
 
 @pytest.fixture
-def atomic_moto(monkeypatch):
-    support.serialise_moto(monkeypatch)
-
-
-@pytest.fixture
 def table(atomic_moto):
     """The calls table in moto, created from infra/resources.json (the deploy's shape, GSI included)."""
     with mock_aws():
@@ -64,9 +59,5 @@ def settings():
 
 
 @pytest.fixture
-def sim():
-    from devtools.plivo_sim import PlivoSimulator
-
-    simulator = PlivoSimulator(AUTH_ID, AUTH_TOKEN, hold_seconds=5.0).start()
-    yield simulator
-    simulator.stop()
+def sim_account():
+    return AUTH_ID, AUTH_TOKEN, 5.0
