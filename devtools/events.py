@@ -36,7 +36,8 @@ def sign_v3(
     url_query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
     for key, values in (query or {}).items():
         url_query.setdefault(key, []).extend(values)
-    values = {k: v if isinstance(v, list) else [v] for k, v in params.items()}
+    # one value or a list of them; a JSON body's nested object stays a mapping (signed recursively)
+    values = {k: v if isinstance(v, (list, Mapping)) else [v] for k, v in params.items()}
     if method.upper() == "GET":
         return signature.compute(token, base, nonce, {**values, **url_query})  # the URL's value wins
     return signature.compute(token, base, nonce, url_query, values)

@@ -243,26 +243,19 @@ class CallPlayer:
     def _signed_request(self, session, method: str, url: str, params: dict[str, str]):
         nonce = str(secrets.randbelow(10**20))
         method = method.upper()
-        if method == "GET":
-            parts = urlsplit(url)
-            query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-            target = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
-            signature = sign_v3(self.auth_token, "GET", url, params, nonce)
-            headers = {
-                "X-Plivo-Signature-V3": signature,
-                "X-Plivo-Signature-Ma-V3": signature,
-                "X-Plivo-Signature-V3-Nonce": nonce,
-                "User-Agent": "PlivoSimulator",
-            }
-            return session.get(target, headers=headers, timeout=(2.0, self.answer_timeout))
-        signature = sign_v3(self.auth_token, "POST", url, params, nonce)
+        signature = sign_v3(self.auth_token, method, url, params, nonce)
         headers = {
             "X-Plivo-Signature-V3": signature,
             "X-Plivo-Signature-Ma-V3": signature,
             "X-Plivo-Signature-V3-Nonce": nonce,
             "User-Agent": "PlivoSimulator",
-            "Content-Type": "application/x-www-form-urlencoded",
         }
+        if method == "GET":
+            parts = urlsplit(url)
+            query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+            target = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+            return session.get(target, headers=headers, timeout=(2.0, self.answer_timeout))
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
         return session.post(
             url.split("#", 1)[0], data=params, headers=headers, timeout=(2.0, self.answer_timeout)
         )
