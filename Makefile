@@ -17,8 +17,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
+# `exec`: make's child is the supervisor itself, so the SIGTERM make forwards reaches it; a SIGINT or SIGHUP
+# sent to make alone is noticed by the supervisor too (devtools/supervisor.py stop_with_make).
 run: venv
-	$(PY) -m devtools.run_local --api-port $(API_PORT) --moto-port $(MOTO_PORT) --plivo-port $(PLIVO_PORT)
+	exec $(PY) -m devtools.run_local --api-port $(API_PORT) --moto-port $(MOTO_PORT) --plivo-port $(PLIVO_PORT)
 
 test: lint browser
 	$(PY) -m pytest

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench import answer_latency, cold_start, harness, launcher_throughput, memory, s3_requests
 from bench.harness import Report, Result
+from devtools.local_aws import MotoServer
 
 MEASUREMENTS = {
     "cold_start": cold_start,
@@ -43,7 +44,7 @@ METHOD = """\
   (10 000 distinct names, each once), the rest cycle over the 50 templates. `VmRSS` after `gc.collect()`
   every 10 000 requests, `VmHWM` (peak) at the end, from `/proc/self/status`.
 - **Launcher**: `chalicelib.handlers.launch()` over 500 due jobs in moto server's calls table (created from
-  `infra/resources.json` CallsTable), Plivo simulator (`devtools/plivo_sim.py`) with 300 ms per Call API
+  `infra/resources.json` CallsTable), Plivo simulator (`devtools/plivo_sim/`) with 300 ms per Call API
   request. Starts = arrival times of accepted Call API requests at the simulator.
   Achieved CPS = placed / (last start − first start + 1/CPS); peak = most starts in any window [t, t+1 s).
   DynamoDB requests = every HTTP request of the launcher's DynamoDB client (`before-send`, retries included)
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = harness.machine_details()
     report = Report()
     started = time.monotonic()
-    with harness.MotoServer() as moto:
+    with MotoServer() as moto:
         names = harness.seed_templates(moto.url, 50)
         for key, module in MEASUREMENTS.items():
             if args.only and key not in args.only:

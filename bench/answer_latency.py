@@ -12,6 +12,8 @@ import time
 
 from bench import harness
 from bench.harness import Result
+from devtools.events import LambdaContext
+from devtools.local_aws import MotoServer
 
 EVENT_VARIANTS = 256
 
@@ -31,7 +33,7 @@ def _check(response: dict, name: str) -> None:
 
 def _time(handler, events: list[dict], names: list[str], count: int) -> tuple[list[float], list[float]]:
     """Wall and CPU (this thread) microseconds per request; CPU time is blind to other processes."""
-    context = harness.LambdaContext()
+    context = LambdaContext()
     for i, event in enumerate(events):  # warm-up: every variant once, checked
         _check(handler(dict(event), context), names[i % len(names)])
     gc.collect()
@@ -79,7 +81,7 @@ def worker(config: dict) -> dict:
     }
 
 
-def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tuple[list[Result], dict]:
+def run(moto: MotoServer, names: list[str], quick: bool = False) -> tuple[list[Result], dict]:
     requests = 2_000 if quick else 20_000
     naive_requests = 300 if quick else 3_000
     env = harness.answer_env(moto.url, ttl=600)

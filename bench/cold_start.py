@@ -15,6 +15,7 @@ import time
 
 from bench import harness
 from bench.harness import Result
+from devtools.local_aws import MotoServer
 
 PRELUDE = """
 import time
@@ -75,7 +76,7 @@ def _start(script: str, env: dict[str, str]) -> dict:
     return out
 
 
-def child_env(moto: harness.MotoServer, name: str) -> dict[str, str]:
+def child_env(moto: MotoServer, name: str) -> dict[str, str]:
     """Production answer settings plus the signed event and what its answer must contain."""
     event = harness.api_event(harness.plivo_params(1, template=name), seq=1, signed=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PLIVO_", "TEMPLATE_"))}
@@ -92,7 +93,7 @@ def child_env(moto: harness.MotoServer, name: str) -> dict[str, str]:
     return env
 
 
-def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tuple[list[Result], dict]:
+def run(moto: MotoServer, names: list[str], quick: bool = False) -> tuple[list[Result], dict]:
     starts = 3 if quick else 11
     env = child_env(moto, names[0])
     samples: dict[str, list[dict]] = {"app": [], "baseline": []}

@@ -24,6 +24,8 @@ from decimal import Decimal
 
 from bench import harness
 from bench.harness import Result
+from devtools.local_aws import MotoServer, aws_env, free_port
+from devtools.supervisor import stop_process
 
 TABLE_PREFIX = "callflow-calls-bench"
 LATENCY = 0.3
@@ -83,7 +85,7 @@ class SimProcess:
     """The Plivo simulator in process mode on a free port, with its HTTP control endpoints."""
 
     def __init__(self, latency: float) -> None:
-        self.port = harness.free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._proc = subprocess.Popen(
             [
@@ -130,7 +132,7 @@ class SimProcess:
         urllib.request.urlopen(req, timeout=10).close()
 
     def stop(self) -> None:
-        harness.stop_process(self._proc)
+        stop_process(self._proc)
 
 
 def _launcher_worker(config: dict) -> dict:
@@ -211,8 +213,8 @@ def worker(config: dict) -> dict:
     return _launcher_worker(config)
 
 
-def _env(moto: harness.MotoServer) -> dict[str, str]:
-    env = harness.aws_env(moto.url)
+def _env(moto: MotoServer) -> dict[str, str]:
+    env = aws_env(moto.url)
     env.update(
         {
             "PLIVO_AUTH_ID": harness.AUTH_ID,
@@ -225,7 +227,7 @@ def _env(moto: harness.MotoServer) -> dict[str, str]:
     return env
 
 
-def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tuple[list[Result], dict]:
+def run(moto: MotoServer, names: list[str], quick: bool = False) -> tuple[list[Result], dict]:
     jobs = 40 if quick else 500
     seq_jobs = 5 if quick else 50
     env = _env(moto)
@@ -237,7 +239,7 @@ def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tupl
 
 
 def _run(
-    moto: harness.MotoServer, sim: SimProcess, env: dict[str, str], jobs: int, seq_jobs: int
+    moto: MotoServer, sim: SimProcess, env: dict[str, str], jobs: int, seq_jobs: int
 ) -> tuple[list[Result], dict]:
     seq = harness.run_worker(
         "launcher_throughput", {"mode": "sequential", "jobs": seq_jobs, "sim_url": sim.url}, env
@@ -247,7 +249,7 @@ def _run(
     for cps in (10, 50):
         sim.reset()
         table = f"{TABLE_PREFIX}-{cps}-{int(time.time())}"
-        moto_cpu, sim_cpu = moto.cpu_seconds(), sim.cpu_seconds()
+        moto_cpu, sim_cpu = harness.cpu_seconds(moto.pid), sim.cpu_seconds()
         out = harness.run_worker(
             "launcher_throughput",
             {
@@ -261,7 +263,7 @@ def _run(
             env,
             timeout=600,
         )
-        out["moto_cpu_s"] = moto.cpu_seconds() - moto_cpu
+        out["moto_cpu_s"] = harness.cpu_seconds(moto.pid) - moto_cpu
         out["sim_cpu_s"] = sim.cpu_seconds() - sim_cpu
         placed = out["summary"].get("placed", 0)
         starts = sorted(r["time"] for r in sim.requests() if r.get("status") == 201)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from bench import harness
 from bench.harness import Result
+from devtools.events import LambdaContext
+from devtools.local_aws import MotoServer
 
 
 def _status_kb(field: str) -> int:
@@ -32,7 +34,7 @@ def worker(config: dict) -> dict:
     counter = S3Counter(resources.s3_client())
     total = config["requests"]
     every = config["unknown_every"]
-    context = harness.LambdaContext()
+    context = LambdaContext()
     samples: list[dict] = []
     fallbacks = 0
     started = time.monotonic()
@@ -68,7 +70,7 @@ def worker(config: dict) -> dict:
     }
 
 
-def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tuple[list[Result], dict]:
+def run(moto: MotoServer, names: list[str], quick: bool = False) -> tuple[list[Result], dict]:
     total = 6_000 if quick else 100_000
     cfg = {"names": names, "requests": total, "unknown_every": 10, "sample_every": total // 10}
     out = harness.run_worker("memory", cfg, harness.answer_env(moto.url, ttl=60), timeout=600)

@@ -10,15 +10,17 @@ import subprocess
 import sys
 
 from bench import harness
+from devtools.local_aws import MotoServer
 
 CHILD = """
 import collections, cProfile, gc, json, os, pstats, sys
-from bench import answer_latency, harness
+from bench import answer_latency
+from devtools.events import LambdaContext
 import app
 names = json.loads(os.environ["BENCH_NAMES"])
 count = int(os.environ["BENCH_COUNT"])
 events = answer_latency._events(names, signed=True)
-context = harness.LambdaContext()
+context = LambdaContext()
 for event in events:
     app.app(dict(event), context)
 gc.collect()
@@ -47,7 +49,7 @@ stats.sort_stats("tottime").print_stats(15)
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
-    with harness.MotoServer() as moto:
+    with MotoServer() as moto:
         names = harness.seed_templates(moto.url, 50)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PLIVO_", "TEMPLATE_"))}
         env.update(harness.answer_env(moto.url, ttl=600))

@@ -10,6 +10,8 @@ import time
 
 from bench import harness
 from bench.harness import Result
+from devtools.events import LambdaContext
+from devtools.local_aws import MotoServer
 
 
 class S3Counter:
@@ -50,7 +52,7 @@ class S3Counter:
 def _answers(names: list[str], count: int, offset: int = 0) -> None:
     import app
 
-    context = harness.LambdaContext()
+    context = LambdaContext()
     events = [
         harness.api_event(harness.plivo_params(i, template=names[i % len(names)]), seq=i)
         for i in range(len(names))
@@ -81,7 +83,7 @@ def worker(config: dict) -> dict:
     return {"inside_ttl": inside, "after_ttl": after}
 
 
-def run(moto: harness.MotoServer, names: list[str], quick: bool = False) -> tuple[list[Result], dict]:
+def run(moto: MotoServer, names: list[str], quick: bool = False) -> tuple[list[Result], dict]:
     inside = harness.run_worker("s3_requests", {"names": names}, harness.answer_env(moto.url, ttl=60))
     ttl = 3.0
     after = harness.run_worker(

@@ -10,20 +10,29 @@ ended. Ctrl-C stops every process it started. Logs of each process go to .local/
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from devtools import local_aws
+from devtools.local_aws import MotoServer, port_problem
+from devtools.supervisor import (
+    Interrupted,
+    StartupError,
+    Supervisor,
+    http_ready,
+    signal_group,
+    stop_on_signals,
+    stop_with_make,
+    tcp_ready,
+)
 
 ROOT = Path.cwd()
 SIM_AUTH_ID = "MASIMULATOR000000000"
@@ -35,150 +44,8 @@ FINAL_STATUSES = ("completed", "failed", "unknown", "cancelled")
 DEMO_MARKER = "==> demo call finished:"
 
 
-class StartupError(Exception):
-    """The stack cannot start; the message says why in one line."""
-
-
-class Interrupted(Exception):
-    """Ctrl-C while starting: stop quietly."""
-
-
 def say(message: str = "") -> None:
     print(message, flush=True)
-
-
-# --------------------------------------------------------------------------- ports and processes
-
-
-def port_problem(host: str, port: int) -> str | None:
-    """None if `port` can be listened on, else why not (checked before anything is started)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return "already in use"
-            return exc.strerror or str(exc)
-    return None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-@dataclass
-class Supervisor:
-    """Starts processes in their own sessions so that stopping one also stops anything it spawned."""
-
-    log_dir: Path
-    stop: threading.Event = field(default_factory=threading.Event)
-    children: list[Child] = field(default_factory=list)
-    threads: list[threading.Thread] = field(default_factory=list)
-
-    def start(self, name: str, argv: list[str], env: Mapping[str, str], cwd: Path) -> Child:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{name}.log"
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        child = Child(name, process, log_path)
-        self.children.append(child)
-        return child
-
-    def wait_ready(self, child: Child, ready: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.stop.is_set():
-                raise Interrupted()
-            if child.process.poll() is not None:
-                raise StartupError(
-                    f"{child.name} exited during start-up (code {child.process.returncode}):\n{child.tail()}"
-                )
-            if ready():
-                return
-            time.sleep(0.1)
-        raise StartupError(f"{child.name} was not ready after {timeout:.0f} s; see {child.log_path}")
-
-    def dead(self) -> Child | None:
-        for child in self.children:
-            if child.process.poll() is not None:
-                return child
-        return None
-
-    def stop_all(self, grace: float = 5.0) -> None:
-        """SIGTERM every process group, SIGKILL what is left after `grace` (threads watch the stop event)."""
-        for thread in self.threads:
-            thread.join(timeout=grace)
-        for child in reversed(self.children):
-            _signal_group(child.process, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for child in reversed(self.children):
-            try:
-                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for child in self.children:
-            _signal_group(child.process, signal.SIGKILL)  # whatever is left, including grandchildren
-            try:
-                child.process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                pass
-        self.children.clear()
-
-
-def _signal_group(process: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def http_ready(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        import requests
-
-        try:
-            requests.get(url, timeout=0.5)
-        except requests.RequestException:
-            return False
-        return True
-
-    return check
-
-
-def tcp_ready(host: str, port: int) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    return check
 
 
 # --------------------------------------------------------------------------- the stack
@@ -209,15 +76,11 @@ class Stack:
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ if base is None else base)
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "PLIVO_AUTH_TOKEN_PARAM"):
+        for name in (*local_aws.REAL_ACCOUNT_VARIABLES, "PLIVO_AUTH_TOKEN_PARAM"):
             env.pop(name, None)
+        env.update(local_aws.aws_env(self.moto_url))
         env.update(
             {
-                "AWS_ENDPOINT_URL": self.moto_url,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_REGION": "us-east-1",
                 "TEMPLATE_BUCKET": local_aws.BUCKET,
                 "CALLS_TABLE": local_aws.TABLE,
                 "PLIVO_AUTH_ID": SIM_AUTH_ID,
@@ -257,16 +120,7 @@ class Stack:
         """Start moto, create bucket and table, start the simulator and chalice local; all ready on return."""
         env = self.env()
         python = sys.executable
-        moto = supervisor.start(
-            "moto", [python, "-m", "moto.server", "-H", self.host, "-p", str(self.moto_port)], env, self.root
-        )
-        supervisor.wait_ready(moto, http_ready(f"{self.moto_url}/moto-api/"), 30)
-        try:
-            self.create_resources()
-        except Exception as exc:  # noqa: BLE001 - any failure here is reported as one line
-            raise StartupError(
-                f"cannot create the bucket and table in moto: {type(exc).__name__}: {exc}"
-            ) from None
+        self.start_aws(supervisor)
         sim_argv = [
             python,
             "-m",
@@ -307,17 +161,18 @@ class Stack:
         # /answer would make the warm template cache remember that routes.json is missing.
         supervisor.wait_ready(chalice, tcp_ready(self.host, self.api_port), 60)
 
-    def boto_client(self, service: str):
-        import boto3
+    def start_aws(self, supervisor: Supervisor) -> None:
+        """The moto server on moto_port, with the template bucket and the calls table."""
+        MotoServer(self.moto_port, self.host).start(supervisor, self.env())
+        try:
+            self.create_resources()
+        except Exception as exc:  # noqa: BLE001 - any failure here is reported as one line
+            raise StartupError(
+                f"cannot create the bucket and table in moto: {type(exc).__name__}: {exc}"
+            ) from None
 
-        env = self.env()
-        return boto3.client(
-            service,
-            endpoint_url=self.moto_url,
-            region_name=env["AWS_DEFAULT_REGION"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        )
+    def boto_client(self, service: str):
+        return local_aws.client(service, self.moto_url)
 
     def create_resources(self) -> None:
         local_aws.ensure_bucket(self.boto_client("s3"), local_aws.BUCKET)
@@ -391,11 +246,11 @@ class Scheduler(threading.Thread):
     def _stop_on_shutdown(self, process: subprocess.Popen) -> None:
         while process.poll() is None:
             if self.stop_event.wait(0.2):
-                _signal_group(process, signal.SIGTERM)
+                signal_group(process, signal.SIGTERM)
                 try:
                     process.wait(timeout=3)
                 except subprocess.TimeoutExpired:
-                    _signal_group(process, signal.SIGKILL)
+                    signal_group(process, signal.SIGKILL)
                 return
 
 
@@ -510,12 +365,12 @@ def wait_for_demo(
 
 def run(stack: Stack, interval: float, demo: bool, demo_timeout: float) -> int:
     stop = threading.Event()
+    with stop_on_signals(stop):
+        stop_with_make(stop)
+        return _run(stack, interval, demo, demo_timeout, stop)
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+def _run(stack: Stack, interval: float, demo: bool, demo_timeout: float, stop: threading.Event) -> int:
     supervisor = Supervisor(stack.root / ".local" / "logs", stop)
     code = 0
     try:

@@ -1,8 +1,9 @@
 """Helpers shared by the test directories (a named module, so no test imports a conftest).
 
 One source of truth per concern: the calls table's shape comes from infra/resources.json through the
-local stack's own translator (`devtools.local_aws`), API Gateway events from the bench harness, and
-Plivo V3 signatures from plivo-python (the oracle; never our `chalicelib.signature`).
+local stack's own translator (`devtools.local_aws`), the fake AWS environment from there too, API Gateway
+events and V3 signatures from `devtools.events`, each signature checked by plivo-python's
+`validate_v3_signature` (the oracle) before a test sends it.
 """
 
 from __future__ import annotations
@@ -14,16 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from devtools import events, local_aws
+
 ROOT = Path(__file__).resolve().parents[1]
-REGION = "us-east-1"
+REGION = local_aws.REGION
 
 # Dummy credentials for moto; every test environment starts from these.
-AWS_ENV = {
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
+AWS_ENV = local_aws.aws_env()
 
 # The real answer URL query string from PLIVO.md (outbound call made with sip_headers="Test=Sample").
 PLIVO_QUERY = (
@@ -102,12 +100,15 @@ def make_job(call_id: str, due_at: float | None = None, **fields) -> dict[str, A
 
 
 def plivo_sign(method: str, uri: str, params: Mapping[str, Any], nonce: str, token: str) -> str:
-    """Sign as Plivo does, with the SDK's own URL construction (the oracle, not our signature module)."""
-    from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
+    """Sign as Plivo does: devtools.events' signer, and plivo-python's validate_v3_signature (the oracle)
+    must accept the result, so a test never sends a signature Plivo would not have made."""
+    from plivo.utils.signature_v3 import validate_v3_signature
 
-    build = construct_get_url if method.upper() == "GET" else construct_post_url
-    url = build(uri, dict(params))
-    return get_signature_v3(token.encode(), url.decode("utf-8"), nonce.encode()).decode()
+    signature = events.sign_v3(token, method, uri, params, nonce)
+    assert validate_v3_signature(method.upper(), uri, nonce, token, signature, dict(params)), (
+        "devtools.events.sign_v3 disagrees with plivo-python"
+    )
+    return signature
 
 
 def signed_headers(

@@ -20,27 +20,16 @@ def bare_env(monkeypatch):
 
 
 def _event() -> dict:
-    return {
-        "resource": "/answer",
-        "path": "/answer",
-        "httpMethod": "GET",
-        "headers": {"Host": "example.com"},
-        "multiValueHeaders": {"Host": ["example.com"]},
-        "queryStringParameters": {"CallUUID": "log-test-uuid"},
-        "multiValueQueryStringParameters": {"CallUUID": ["log-test-uuid"]},
-        "pathParameters": None,
-        "stageVariables": None,
-        "body": None,
-        "isBase64Encoded": False,
-        "requestContext": {
-            "resourcePath": "/answer",
-            "httpMethod": "GET",
-            "path": "/api/answer",
-            "stage": "api",
-            "domainName": "example.com",
-            "requestId": "r1",
-        },
-    }
+    from devtools.events import proxy_event
+
+    return proxy_event(
+        "GET",
+        "/answer",
+        domain="example.com",
+        headers={"Host": "example.com"},
+        query={"CallUUID": ["log-test-uuid"]},
+        request_id="r1",
+    )
 
 
 def test_an_answer_fallback_is_logged_once_as_json(bare_env, capfd):

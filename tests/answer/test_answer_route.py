@@ -11,9 +11,9 @@ from urllib.parse import urlencode
 import pytest
 from defusedxml.ElementTree import fromstring
 
-from bench.harness import proxy_event
 from chalicelib import resources
 from chalicelib.answer import plivo_xml
+from devtools.events import proxy_event
 from tests.answer.answerlib import BASE, PLIVO_QUERY, TOKEN, S3Traffic, form, put, signed_headers
 
 URL = BASE + "/answer"

@@ -14,6 +14,7 @@ from plivo.utils.signature_v3 import validate_v3_signature
 from bench import __main__ as bench_main
 from bench import cold_start, harness, launcher_throughput, s3_requests
 from bench.harness import Report, Result
+from devtools import events, local_aws
 
 PARAMS = dict(
     urllib.parse.parse_qsl(
@@ -27,14 +28,14 @@ PARAMS = dict(
 @pytest.mark.parametrize("method", ["POST", "GET"])
 @pytest.mark.parametrize("url", ["https://example.com/api/answer", "https://example.com/api/answer?b=2&a=1"])
 def test_sign_v3_agrees_with_plivo_python(method: str, url: str) -> None:
-    signature = harness.sign_v3(url, method, PARAMS, "nonce42")
+    signature = events.sign_v3(harness.AUTH_TOKEN, method, url, PARAMS, "nonce42")
     assert validate_v3_signature(method, url, "nonce42", harness.AUTH_TOKEN, signature, dict(PARAMS))
     assert not validate_v3_signature(method, url, "nonce43", harness.AUTH_TOKEN, signature, dict(PARAMS))
 
 
 def test_sign_v3_published_vector() -> None:
     params = {"CallUUID": "abc", "From": "14155551234", "To": "14155550000", "Direction": "outbound"}
-    assert harness.sign_v3("https://example.com/answer/", "POST", params, "12345", "my_auth_token") == (
+    assert events.sign_v3("my_auth_token", "POST", "https://example.com/answer/", params, "12345") == (
         "1xRjXfOInXbhQa0/uJjetftLDewemcPLaoVtVIw31vQ="
     )
 
@@ -81,7 +82,7 @@ def test_table_and_markdown(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def moto():
-    with harness.MotoServer() as server:
+    with local_aws.MotoServer() as server:
         names = harness.seed_templates(server.url, 3)
         yield server, names
 
@@ -89,11 +90,11 @@ def moto():
 @pytest.mark.e2e
 def test_s3_counter_sees_conditional_gets(moto) -> None:
     server, names = moto
-    env = harness.aws_env(server.url)
+    env = local_aws.aws_env(server.url)
     s3 = boto3.client(
         "s3",
         endpoint_url=server.url,
-        region_name=harness.REGION,
+        region_name=local_aws.REGION,
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )

@@ -12,7 +12,9 @@ from click.testing import CliRunner
 
 from callflow_cli.main import main
 from chalicelib import resources
-from devtools.run_local import Stack, Supervisor, free_port, http_ready
+from devtools.local_aws import free_port
+from devtools.run_local import Stack
+from devtools.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,13 +72,8 @@ def stack_free_env() -> dict:
 def cli(tmp_path_factory):
     stack = Stack(free_port(), free_port(), free_port(), root=ROOT, extra_env={"CALL_WINDOW": "00:00-24:00"})
     supervisor = Supervisor(tmp_path_factory.mktemp("moto-logs"))
-    env = stack.env()
-    moto = supervisor.start(
-        "moto", [sys.executable, "-m", "moto.server", "-H", stack.host, "-p", str(stack.moto_port)], env, ROOT
-    )
     try:
-        supervisor.wait_ready(moto, http_ready(f"{stack.moto_url}/moto-api/"), 30)
-        stack.create_resources()
+        stack.start_aws(supervisor)
         yield Cli(stack)
     finally:
         supervisor.stop_all()

@@ -289,7 +289,7 @@ def test_launch_without_plivo_settings(cli):
 
 
 def test_no_stack_gives_one_line_not_a_traceback(cli):
-    from devtools.run_local import free_port
+    from devtools.local_aws import free_port
 
     result = cli.process("calls", "list", env={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"})
     assert result.returncode == 1

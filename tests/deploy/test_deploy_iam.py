@@ -31,6 +31,7 @@ from moto.ssm.responses import SimpleSystemManagerResponse
 
 from chalicelib import resources
 from chalicelib.calls.jobs import JobRepository
+from devtools.local_aws import create_table_args
 
 from .cfn import resolve
 from .support import ACCOUNT, MERGE_TEMPLATE, PREFIX, REGION, TOKEN_PARAM, cfn_names, load, policy
@@ -89,8 +90,7 @@ def _build(monkeypatch, policy_document: str) -> Iterator[Stack]:
         s3.create_bucket(Bucket=OTHER_BUCKET)
 
         props = load(MERGE_TEMPLATE)["Resources"]["CallsTable"]["Properties"]
-        keys = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
-        table = admin.resource("dynamodb").create_table(TableName=TABLE, **{k: props[k] for k in keys})
+        table = admin.resource("dynamodb").create_table(**create_table_args(props, TABLE))
         ssm = admin.client("ssm")
         ssm.put_parameter(Name=TOKEN_PARAM, Value=TOKEN, Type="SecureString")
         ssm.put_parameter(Name="/other/secret", Value="x", Type="SecureString")
@@ -134,7 +134,7 @@ def stack(monkeypatch) -> Iterator[Stack]:
 
 
 def _signed(path: str, params: dict[str, str], nonce: str = "31415") -> tuple[dict[str, str], str]:
-    from devtools.plivo_sim import sign_v3
+    from devtools.events import sign_v3
 
     signature = sign_v3(TOKEN, "POST", BASE + path, params, nonce)
     headers = {

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from devtools.run_local import Stack, Supervisor, free_port
+from devtools.local_aws import free_port
+from devtools.run_local import Stack
+from devtools.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.run_local import DEMO_MARKER, free_port
+from devtools.local_aws import free_port
+from devtools.run_local import DEMO_MARKER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -155,3 +156,37 @@ def test_port_in_use_gives_a_clear_message(clone):
     assert f"port {port} for the moto server is already in use" in output, output
     assert "Traceback" not in output
     assert no_processes_left(clone)
+
+
+def make_pid(process: subprocess.Popen) -> int:
+    """`make` is the session leader we started; its pid is the Popen's."""
+    return process.pid
+
+
+@pytest.mark.parametrize(
+    ("sig", "whole_group"),
+    [(signal.SIGINT, False), (signal.SIGHUP, False), (signal.SIGTERM, True), (signal.SIGHUP, True)],
+    ids=["INT-to-make-alone", "HUP-to-make-alone", "TERM-to-make-run", "HUP-to-make-run"],
+)
+def test_any_stop_signal_to_make_stops_the_whole_stack(clone, sig, whole_group):
+    """An IDE's stop button sends SIGINT to the make process only; GNU make forwards only SIGTERM to its
+    recipe. Whatever the signal, nothing is left running a few seconds later."""
+    process = make_run(clone, free_port(), free_port(), free_port())
+    try:
+        output = read_until(process, "Press Ctrl-C to stop.", 90)
+        assert "Press Ctrl-C to stop." in output, output
+        assert len(processes_in(clone)) >= 4
+        sent = time.monotonic()
+        if whole_group:
+            os.killpg(process.pid, sig)
+        else:
+            os.kill(make_pid(process), sig)
+        process.communicate(timeout=15)
+        deadline = sent + 10
+        while processes_in(clone) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_in(clone) == [], f"left running {time.monotonic() - sent:.1f} s after the signal"
+        assert time.monotonic() - sent < 10
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)

@@ -7,7 +7,6 @@ plivo-python is the oracle twice: its `client.calls.create` must be accepted, an
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import pytest
 import requests
 from plivo.utils import validate_v3_signature
 
+from devtools.local_aws import free_port
 from devtools.plivo_sim import PlivoSimulator, parse_answer_xml, parse_sip_headers, validate_call
 
 pytestmark = pytest.mark.e2e
@@ -413,9 +413,7 @@ def test_redirect_is_followed(player, app):
 
 
 def test_unreachable_answer_url_is_recorded(player):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     post(player, body(answer_url=f"http://127.0.0.1:{port}/answer"))
     assert player.wait_for(lambda s: len(s.heard) == 1, 15)
     assert "unreachable" in player.heard[0]["error"]
@@ -436,9 +434,7 @@ def test_helpers():
 
 
 def test_process_mode_with_control_endpoints(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,

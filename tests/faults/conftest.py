@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 
 from chalicelib import resources
-from tests import support
 from tests.faults import faultlib
 
 
@@ -24,11 +23,6 @@ def env(monkeypatch):
 
 
 @pytest.fixture
-def atomic_moto(monkeypatch):
-    support.serialise_moto(monkeypatch)
-
-
-@pytest.fixture
 def aws(atomic_moto):
     """One moto account holding the sample templates and the calls table (shaped like the deploy's)."""
     from moto import mock_aws
@@ -38,12 +32,8 @@ def aws(atomic_moto):
 
 
 @pytest.fixture
-def sim():
-    from devtools.plivo_sim import PlivoSimulator
-
-    simulator = PlivoSimulator(faultlib.AUTH_ID, faultlib.TOKEN, hold_seconds=3.0).start()
-    yield simulator
-    simulator.stop()
+def sim_account():
+    return faultlib.AUTH_ID, faultlib.TOKEN, 3.0
 
 
 @pytest.fixture

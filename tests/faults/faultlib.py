@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from chalicelib.logs import SERVICE
+from devtools import events
 from tests import support
 from tests.support import PLIVO_QUERY, ROOT, form, make_job  # noqa: F401 - the fault tests import them here
 
@@ -96,8 +97,9 @@ def plivo_sign_parts(
     token: str = TOKEN,
 ) -> str:
     """Like plivo_sign, for a URL given as its decoded query. plivo-python parses a URL's query as ASCII
-    bytes, so it cannot sign a URL whose query decodes to non-ASCII text; the SDK's own sorting functions
-    are used on the decoded parameters instead (PLIVO.md steps 2 and 3)."""
+    bytes, so it cannot check a URL whose query decodes to non-ASCII text; the oracle is then the SDK's
+    own sorting functions on the decoded parameters (PLIVO.md steps 2 and 3), which must agree with
+    devtools.events' signer."""
     from plivo.utils.signature_v3 import (
         construct_get_url,
         construct_post_url,
@@ -115,7 +117,10 @@ def plivo_sign_parts(
         url = construct_get_url(base_uri, query).decode("utf-8")
     else:
         url = f"{base_uri}?{get_sorted_query_string(query)}.{get_sorted_params_string(dict(body))}"
-    return get_signature_v3(token.encode(), url, nonce.encode()).decode()
+    oracle = get_signature_v3(token.encode(), url, nonce.encode()).decode()
+    signed = events.sign_v3(token, method, base_uri, {} if method.upper() == "GET" else body, nonce, query)
+    assert signed == oracle, "devtools.events.sign_v3 disagrees with plivo-python"
+    return signed
 
 
 def signed_headers(
@@ -141,7 +146,7 @@ def api_event(
     base64_body: bool = False,
 ) -> dict[str, Any]:
     """A REST API (v1) Lambda proxy event as API Gateway sends it for `https://DOMAIN/api{path}`."""
-    from bench.harness import proxy_event
+    from devtools.events import proxy_event
 
     all_headers = {
         "Host": DOMAIN,

@@ -9,7 +9,6 @@ the simulator in this process.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from chalicelib import handlers, resources
 from chalicelib.calls import launcher
+from devtools.local_aws import MotoServer
 from tests.faults.faultlib import (
     ENV,
     ROOT,
@@ -34,40 +34,10 @@ RUNNER = Path(__file__).resolve().parent / "crash_runner.py"
 STALE = launcher.STALE_DIALING_SECONDS + 60  # how far the clock of the "later" pass is moved on
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def moto_server():
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.05)
-    try:
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with MotoServer() as server:
+        yield server.url
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.calls.jobs import JobExists, JobNotFound, JobStateError
-from tests.launcher.launcherlib import make_job
+from tests.calls.launcherlib import make_job
 
 
 def test_add_refuses_an_existing_call_id(repo):

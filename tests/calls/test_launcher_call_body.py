@@ -11,7 +11,7 @@ import plivo
 import pytest
 
 from chalicelib.calls.call_body import JobInvalid, build_call_body
-from tests.launcher.launcherlib import AUTH_ID, AUTH_TOKEN, BASE
+from tests.calls.launcherlib import AUTH_ID, AUTH_TOKEN, BASE
 
 
 @pytest.fixture

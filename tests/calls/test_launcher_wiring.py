@@ -12,7 +12,7 @@ from chalicelib import resources
 from chalicelib.handlers import launch
 from chalicelib.resources import resolve_auth_token
 from chalicelib.settings import ConfigError, Settings
-from tests.launcher.launcherlib import AUTH_TOKEN, make_job
+from tests.calls.launcherlib import AUTH_TOKEN, make_job
 
 
 def test_launch_uses_the_environment(repo, sim, monkeypatch):

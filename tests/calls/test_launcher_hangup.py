@@ -12,7 +12,7 @@ import pytest
 from chalicelib import resources
 from chalicelib.calls.hangup import record_hangup
 from chalicelib.settings import Settings
-from tests.launcher.launcherlib import make_job
+from tests.calls.launcherlib import make_job
 
 NOW = 1_780_000_000.0  # a Tuesday, 20:26 UTC; the tests use an all-day window
 
@@ -134,7 +134,7 @@ def test_busy_busy_busy_through_the_launcher_and_the_simulator(repo, sim, settin
     """Three real dials: each busy callback schedules the next, the third fails the job."""
     from chalicelib.calls.launcher import Launcher
     from chalicelib.calls.plivo_api import PlivoClient
-    from tests.launcher.launcherlib import AUTH_ID, AUTH_TOKEN
+    from tests.calls.launcherlib import AUTH_ID, AUTH_TOKEN
 
     repo.add(make_job("bbb", due_at=NOW - 10))
     client = PlivoClient(AUTH_ID, AUTH_TOKEN, sim.url)

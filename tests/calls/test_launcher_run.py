@@ -16,7 +16,7 @@ from chalicelib import logs
 from chalicelib.calls.launcher import Launcher, RateLimiter
 from chalicelib.calls.plivo_api import PlivoClient
 from chalicelib.settings import Settings
-from tests.launcher.launcherlib import AUTH_ID, AUTH_TOKEN, make_job
+from tests.calls.launcherlib import AUTH_ID, AUTH_TOKEN, make_job
 
 
 def launcher_for(repo, url, cps=50.0, read_timeout=2.0, **kwargs):
@@ -132,11 +132,9 @@ def test_each_plivo_outcome_ends_in_its_state(repo, sim):
 
 
 def test_connection_refused_is_a_safe_retry(repo):
-    import socket
+    from devtools.local_aws import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # closed again: nothing listens there
     repo.add(make_job("a"))
     summary = launcher_for(repo, f"http://127.0.0.1:{port}").run()
     job = repo.get("a")

@@ -15,7 +15,7 @@ from chalicelib import resources
 from chalicelib.calls.jobs import JobRepository
 from chalicelib.settings import Settings
 from tests import support
-from tests.launcher.launcherlib import AUTH_ID, AUTH_TOKEN, ENV, TABLE, UNSET
+from tests.calls.launcherlib import AUTH_ID, AUTH_TOKEN, ENV, TABLE, UNSET
 
 
 @pytest.fixture(autouse=True)
@@ -24,11 +24,6 @@ def env(monkeypatch):
     resources.reset()
     yield
     resources.reset()
-
-
-@pytest.fixture
-def atomic_moto(monkeypatch):
-    support.serialise_moto(monkeypatch)
 
 
 @pytest.fixture
@@ -64,9 +59,5 @@ def settings():
 
 
 @pytest.fixture
-def sim():
-    from devtools.plivo_sim import PlivoSimulator
-
-    simulator = PlivoSimulator(AUTH_ID, AUTH_TOKEN, hold_seconds=5.0).start()
-    yield simulator
-    simulator.stop()
+def sim_account():
+    return AUTH_ID, AUTH_TOKEN, 5.0

@@ -13,8 +13,8 @@ from chalicelib import logs
 from chalicelib.calls import schedule
 from chalicelib.calls.call_body import JobInvalid, validate_job
 from chalicelib.calls.hangup import record_hangup
-from tests.launcher.launcherlib import make_job
-from tests.launcher.test_launcher_run import Collect, launcher_for
+from tests.calls.launcherlib import make_job
+from tests.calls.test_launcher_run import Collect, launcher_for
 
 GOOD = {"call_id": "j", "to": "14155550100", "from": "14155559999", "headers": {"Ok": "1"}}
 

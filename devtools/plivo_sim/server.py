@@ -1,0 +1,384 @@
+"""The simulator's HTTP server: the Call API (call_api.py) and the `/__sim` control endpoints, calls
+played by player.py; in-process (`PlivoSimulator(...).start()`) or as a process (`main`)."""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from devtools.plivo_sim.call_api import CALL_PATH_RE, ERROR_TEXT, CallApiHandler, _check_status, _new_uuid
+from devtools.plivo_sim.player import CallPlayer
+
+
+class PlivoSimulator(CallPlayer):
+    """Plivo's Call API and call behaviour on a local port. Thread-safe; all records are plain dicts."""
+
+    def __init__(
+        self,
+        auth_id: str,
+        auth_token: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: float = 0.0,
+        play_calls: bool = False,
+        status_by_suffix: Mapping[str, str] | None = None,
+        hold_seconds: float = 30.0,
+        answer_timeout: float = 5.0,
+        ring_seconds: float = 0.0,
+        seed: int | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.auth_id = auth_id
+        self.auth_token = auth_token
+        self.host = host
+        self.port = port
+        self.latency = latency
+        self.play_calls = play_calls
+        self.status_by_suffix: dict[str, str] = dict(status_by_suffix or {})
+        # Per destination, CallStatus values used in order before status_by_suffix applies.
+        self.status_script: dict[str, list[str]] = {}
+        self.hold_seconds = hold_seconds
+        self.answer_timeout = answer_timeout
+        self.ring_seconds = ring_seconds
+        self.script: dict[str, list[int | str]] = {}
+        self.calls: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        self.heard: list[dict[str, Any]] = []
+        self.rate_429 = 0.0
+        self.rate_5xx = 0.0
+        self.rate_timeout = 0.0
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._players: concurrent.futures.ThreadPoolExecutor | None = None
+        self._log = log
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> PlivoSimulator:
+        handler = type("BoundHandler", (Handler,), {"sim": self})
+        self._server = ThreadingHTTPServer((self.host, self.port), handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._stopping.clear()
+        self._players = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="plivo-call")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="plivo-sim", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._players is not None:
+            self._players.shutdown(wait=False, cancel_futures=True)
+            self._players = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> PlivoSimulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL to use as PLIVO_API_URL."""
+        return f"http://{self.host}:{self.port}"
+
+    # -- knobs -----------------------------------------------------------------------------------------
+    def set_faults(self, rate_429: float = 0.0, rate_5xx: float = 0.0, rate_timeout: float = 0.0) -> None:
+        """Random fault rates (0..1) applied to Call API requests that have no scripted reply."""
+        for name, rate in (("rate_429", rate_429), ("rate_5xx", rate_5xx), ("rate_timeout", rate_timeout)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if rate_429 + rate_5xx + rate_timeout > 1.0:
+            raise ValueError("fault rates add up to more than 1")
+        self.rate_429, self.rate_5xx, self.rate_timeout = rate_429, rate_5xx, rate_timeout
+
+    def configure(self, knobs: Mapping[str, Any]) -> None:
+        """Apply JSON knobs (the process mode's POST /__sim/config)."""
+        known = {
+            "latency",
+            "play_calls",
+            "status_by_suffix",
+            "status_script",
+            "script",
+            "rate_429",
+            "rate_5xx",
+            "rate_timeout",
+            "hold_seconds",
+            "ring_seconds",
+            "answer_timeout",
+        }
+        unknown = set(knobs) - known
+        if unknown:
+            raise ValueError(f"unknown knob(s): {', '.join(sorted(unknown))}")
+        if "latency" in knobs:
+            self.latency = float(knobs["latency"])
+        if "hold_seconds" in knobs:
+            self.hold_seconds = float(knobs["hold_seconds"])
+        if "ring_seconds" in knobs:
+            self.ring_seconds = float(knobs["ring_seconds"])
+        if "answer_timeout" in knobs:
+            self.answer_timeout = float(knobs["answer_timeout"])
+        if "play_calls" in knobs:
+            self.play_calls = bool(knobs["play_calls"])
+        if "status_by_suffix" in knobs:
+            self.status_by_suffix = {str(k): _check_status(v) for k, v in knobs["status_by_suffix"].items()}
+        if "status_script" in knobs:
+            for to, statuses in knobs["status_script"].items():
+                self.status_script[str(to)] = [_check_status(s) for s in statuses]
+        if "script" in knobs:
+            for to, replies in knobs["script"].items():
+                self.script[str(to)] = list(replies)
+        if any(k in knobs for k in ("rate_429", "rate_5xx", "rate_timeout")):
+            self.set_faults(
+                float(knobs.get("rate_429", self.rate_429)),
+                float(knobs.get("rate_5xx", self.rate_5xx)),
+                float(knobs.get("rate_timeout", self.rate_timeout)),
+            )
+
+    def reset(self) -> None:
+        """Forget recorded calls, requests and heard results (knobs stay)."""
+        with self._lock:
+            self.calls.clear()
+            self.requests.clear()
+            self.heard.clear()
+            self.script.clear()
+            self.status_script.clear()
+
+    def wait_for(self, predicate: Callable[[PlivoSimulator], bool], timeout: float = 10.0) -> bool:
+        """Block until predicate(sim) holds (re-checked on every recorded event) or timeout."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(min(remaining, 0.2))
+        return True
+
+    def heard_by_to(self) -> dict[str, list[dict[str, Any]]]:
+        with self._lock:
+            result: dict[str, list[dict[str, Any]]] = {}
+            for record in self.heard:
+                result.setdefault(record["to"], []).append(record)
+            return result
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _record(self, target: list[dict[str, Any]], item: dict[str, Any]) -> None:
+        with self._changed:
+            target.append(item)
+            self._changed.notify_all()
+
+    def _say(self, message: str) -> None:
+        if self._log is not None:
+            self._log(message)
+
+    def _next_fault(self, to: str | None) -> int | str | None:
+        """The scripted reply for this destination if any, else a random fault, else None."""
+        with self._lock:
+            queue = self.script.get(to) if to is not None else None
+            if queue:
+                return queue.pop(0)
+            draw = self._random.random()
+        if draw < self.rate_429:
+            return 429
+        if draw < self.rate_429 + self.rate_5xx:
+            return self._random.choice((500, 502, 503))
+        if draw < self.rate_429 + self.rate_5xx + self.rate_timeout:
+            return "timeout"
+        return None
+
+    def _final_status(self, to: str) -> str:
+        with self._lock:
+            queue = self.status_script.get(to)
+            if queue:
+                return queue.pop(0)
+        digits = to
+        best = ""
+        for suffix in self.status_by_suffix:
+            if digits.endswith(suffix) and len(suffix) > len(best):
+                best = suffix
+        return self.status_by_suffix[best] if best else "completed"
+
+    def accept(self, body: dict[str, Any], arrived: float | None = None) -> dict[str, Any]:
+        """Record an accepted call (stamped with the request's arrival) and start playing it; returns
+        Plivo's 201 body."""
+        arrived = time.time() if arrived is None else arrived
+        api_id = _new_uuid()
+        destinations = body["to"].split("<")
+        uuids = [_new_uuid() for _ in destinations]
+        for to, request_uuid in zip(destinations, uuids, strict=True):
+            call = {"body": body, "time": arrived, "request_uuid": request_uuid, "api_id": api_id, "to": to}
+            self._record(self.calls, call)
+            if self.play_calls and self._players is not None and not self._stopping.is_set():
+                try:
+                    self._players.submit(self._play_safely, call)
+                except RuntimeError:
+                    pass  # shutting down
+        if len(uuids) == 1:
+            return {"message": "call fired", "request_uuid": uuids[0], "api_id": api_id}
+        return {"message": "calls fired", "request_uuid": uuids, "api_id": api_id}
+
+
+class Handler(CallApiHandler, BaseHTTPRequestHandler):
+    sim: PlivoSimulator
+    protocol_version = "HTTP/1.1"
+    server_version = "PlivoSimulator/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send_json(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str) -> None:
+        self._send_json(status, {"api_id": _new_uuid(), "error": message})
+
+    # -- routing ---------------------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        sim = self.sim
+        views = {
+            "/__sim/calls": lambda: sim.calls,
+            "/__sim/heard": lambda: sim.heard,
+            "/__sim/requests": lambda: sim.requests,
+        }
+        if path in views:
+            with sim._lock:
+                payload = json.loads(json.dumps(views[path](), default=str))
+            self._send_json(200, payload)
+        elif path == "/__sim/config":
+            self._send_json(200, _knobs(sim))
+        elif CALL_PATH_RE.match(path):
+            self._error(405, ERROR_TEXT[405])
+        else:
+            self._error(404, ERROR_TEXT[404])
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        raw = self._read_body()
+        if path == "/__sim/config":
+            try:
+                self.sim.configure(json.loads(raw or b"{}"))
+            except (ValueError, TypeError, AttributeError) as exc:
+                self._error(400, str(exc))
+            else:
+                self._send_json(200, _knobs(self.sim))
+        elif path == "/__sim/reset":
+            self.sim.reset()
+            self._send_json(200, {"reset": True})
+        else:
+            match = CALL_PATH_RE.match(path)
+            if match is None:
+                self._error(404, ERROR_TEXT[404])
+            else:
+                self._make_call(match.group("account"), raw)
+
+
+def _knobs(sim: PlivoSimulator) -> dict[str, Any]:
+    return {
+        "latency": sim.latency,
+        "play_calls": sim.play_calls,
+        "status_by_suffix": sim.status_by_suffix,
+        "rate_429": sim.rate_429,
+        "rate_5xx": sim.rate_5xx,
+        "rate_timeout": sim.rate_timeout,
+        "hold_seconds": sim.hold_seconds,
+        "ring_seconds": sim.ring_seconds,
+        "answer_timeout": sim.answer_timeout,
+        "script": sim.script,
+        "status_script": sim.status_script,
+    }
+
+
+def _suffix_map(items: list[str]) -> dict[str, str]:
+    mapping = {}
+    for item in items:
+        suffix, sep, status = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--status {item!r}: expected SUFFIX=STATUS, e.g. 0=busy")
+        mapping[suffix] = _check_status(status)
+    return mapping
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devtools.plivo_sim", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8111)
+    parser.add_argument("--auth-id", required=True)
+    parser.add_argument("--auth-token", required=True)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every Call API request")
+    parser.add_argument("--play-calls", action="store_true", help="request answer_url and send hangups")
+    parser.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        metavar="SUFFIX=STATUS",
+        help="CallStatus for destinations ending in SUFFIX (repeatable), e.g. 0=busy",
+    )
+    parser.add_argument("--ring-seconds", type=float, default=0.0)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        statuses = _suffix_map(args.status)
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        parser.error(str(exc))
+    logger = None if args.quiet else (lambda message: print(message, flush=True))
+    sim = PlivoSimulator(
+        args.auth_id,
+        args.auth_token,
+        host=args.host,
+        port=args.port,
+        latency=args.latency,
+        play_calls=args.play_calls,
+        status_by_suffix=statuses,
+        ring_seconds=args.ring_seconds,
+        log=logger,
+    )
+    try:
+        sim.start()
+    except OSError as exc:
+        print(f"plivo-sim: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(f"plivo-sim listening on {sim.url}", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    while not done.wait(0.5):
+        pass
+    sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
