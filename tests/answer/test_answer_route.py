@@ -386,3 +386,33 @@ def test_s3_traffic_helper_counts(s3):
 
 def test_urlencode_roundtrip_fixture():
     assert urlencode({"a": "b c"}) == "a=b+c"
+
+
+@pytest.mark.slow
+def test_fallback_test_passes_alone_whatever_the_shells_log_level():
+    """Regression: run alone with LOG_LEVEL=CRITICAL in the shell, the fallback test saw no ERROR line
+    (reading the settings set the logger's level over caplog's)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.answer.answerlib import ROOT
+
+    node = "tests/answer/test_answer_route.py::test_broken_templates_get_the_fallback"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            node + "[<Response><Bogus/></Response>]",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "LOG_LEVEL": "CRITICAL"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
