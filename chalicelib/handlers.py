@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from chalice import Response
+from chalice.app import Response
 
 from chalicelib import logs, resources, signature
 from chalicelib.logs import log
 from chalicelib.settings import ConfigError, Settings
 
-XML = {"Content-Type": "application/xml"}
+XML: dict[str, str | list[str]] = {"Content-Type": "application/xml"}
 EMPTY_RESPONSE = '<?xml version="1.0" encoding="UTF-8"?>\n<Response/>\n'
+TEXT: dict[str, str | list[str]] = {"Content-Type": "text/plain"}
 MAX_BODY_BYTES = 256 * 1024  # Plivo's parameters are a few hundred bytes; anything this big is not Plivo
 MAX_FIELDS = 1000
 
@@ -112,7 +113,7 @@ def request_url(request: Any, settings: Settings) -> str | None:
     context = request.context or {}
     path = context.get("path") or request.path
     if settings.public_base_url:
-        route = request.path
+        route: str = request.path
         if path.endswith("/") and not route.endswith("/"):
             route += "/"
         return settings.public_base_url + route
@@ -158,7 +159,7 @@ def _forbidden(request: Any, callback: Callback | None, reason: str) -> Response
         reason=reason,
         call_uuid=callback.params.get("CallUUID") if callback else None,
     )
-    return Response(body="Forbidden\n", status_code=403, headers={"Content-Type": "text/plain"})
+    return Response(body="Forbidden\n", status_code=403, headers=dict(TEXT))
 
 
 def _settings() -> Settings | None:
@@ -198,7 +199,7 @@ def _serve(
 
 
 def _xml(body: str, status: int = 200) -> Response:
-    return Response(body=body, status_code=status, headers=XML)
+    return Response(body=body, status_code=status, headers=dict(XML))
 
 
 @logs.lambda_entry

@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateSyntaxError
+from jinja2 import ChainableUndefined, Template, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from chalicelib.answer import plivo_xml
@@ -99,7 +99,7 @@ def environment() -> ImmutableSandboxedEnvironment:
     return _env
 
 
-def compile_template(source: str):
+def compile_template(source: str) -> Template:
     """Compile once per template version; raises TemplateError with the line of a syntax error."""
     try:
         return environment().from_string(source)
@@ -117,9 +117,9 @@ def _error_line(exc: BaseException) -> int:
     return line
 
 
-def render(template, context: Mapping[str, Any], limit: int = plivo_xml.MAX_BYTES) -> str:
+def render(template: Template, context: Mapping[str, Any], limit: int = plivo_xml.MAX_BYTES) -> str:
     """Render, stopping as soon as the output is certainly over `limit` characters."""
-    parts = []
+    parts: list[str] = []
     size = 0
     try:
         for chunk in template.generate(context):
