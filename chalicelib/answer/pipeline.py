@@ -80,8 +80,27 @@ def select(
             causes.append(f"template {requested!r}: {exc}")
             return Selection(requested, failed=True)  # it exists: fall back, not guess
         except StoreUnavailable as exc:
-            causes.append(f"cannot look up X-PH-Template {requested!r}: {exc}")
-            return Selection(None)
+            # S3 is down and this name is not cached: fall through to the cached routes and default,
+            # as for a missing name (SPEC "Answer responses"), and say so if they fail too.
+            unchecked = f"cannot look up X-PH-Template {requested!r}: {exc}"
+            picked = _by_routes(store, settings, headers, causes)
+            if picked.name is None:
+                causes.insert(0, unchecked)
+            else:
+                log.warning(
+                    "S3 unavailable and X-PH-Template not cached; falling through to routes.json",
+                    template=requested,
+                    served=picked.name,
+                    cause=str(exc),
+                )
+            return picked
+    return _by_routes(store, settings, headers, causes)
+
+
+def _by_routes(
+    store: TemplateSource, settings: Settings, headers: Mapping[str, str], causes: list[str]
+) -> Selection:
+    """Steps 2-4: the first matching rule, routes.json's default, DEFAULT_TEMPLATE."""
     try:
         routes = store.routes()
     except StoreUnavailable as exc:

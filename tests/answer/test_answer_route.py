@@ -248,6 +248,41 @@ def test_s3_unreachable_with_warm_cache_serves_stale(client, app_s3, env):
     assert app_s3.calls  # it did try S3, and served the cached version when that failed
 
 
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        ({"X-PH-Campaign": "Spring"}, "Spring promotion!"),  # the cached rule's template
+        ({}, "Welcome to callflow"),  # the cached routes.json default
+    ],
+)
+def test_s3_outage_uncached_x_ph_template_falls_through_to_cached_routes(
+    client, app_s3, caplog, extra, expected
+):
+    """Regression (issue 10 #8): an uncached X-PH-Template during an outage got the built-in apology
+    though routes.json, the rule's template and the default were all cached."""
+    assert spoken(post(client, outbound(**{"X-PH-Campaign": "Spring"}))).startswith("Spring promotion!")
+    assert spoken(post(client, outbound())).startswith("Welcome to callflow")
+    store = resources.template_store()
+    store.ttl = 0.0  # everything cached must be revalidated: S3 is asked, and fails
+    app_s3.down = True
+    caplog.set_level(logging.WARNING, logger="callflow")
+    reply = post(client, outbound(**{"X-PH-Template": "NotCached", **extra}))
+    assert spoken(reply).startswith(expected)
+    assert _log_lines(caplog) == []
+    assert any(r.getMessage().startswith("S3 unavailable and X-PH-Template") for r in caplog.records)
+
+
+def test_s3_outage_uncached_x_ph_template_and_no_routes_is_the_fallback_with_the_cause(
+    client, app_s3, caplog
+):
+    app_s3.down = True
+    caplog.set_level(logging.ERROR, logger="callflow")
+    reply = post(client, outbound(**{"X-PH-Template": "NotCached", "CallUUID": "cu-down"}))
+    assert spoken(reply).startswith("We are sorry")
+    [error] = _log_lines(caplog)
+    assert "'NotCached'" in error.cause and "routes.json" in error.cause
+
+
 def test_s3_unreachable_cold_serves_fallback(client, app_s3, caplog):
     app_s3.down = True
     caplog.set_level(logging.ERROR, logger="callflow")
