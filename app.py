@@ -7,6 +7,9 @@ from chalicelib import handlers
 # chalicelib.logs writes one JSON object per line; Chalice's own plain-text handler would double every line.
 app = Chalice(app_name="callflow", configure_logs=False)
 
+# An HTTP API (v2), ALB or Function URL event is not one the routes can serve: logged, a plain 500.
+app.register_middleware(handlers.rest_api_only, "http")
+
 # Plivo may send any content type (or none on a GET); the handler parses what it understands.
 ANY_CONTENT = ["*/*"]
 

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from chalice import Response
+from chalice.app import Response
 
 from chalicelib import logs, resources, signature
 from chalicelib.logs import log
 from chalicelib.settings import ConfigError, Settings
 
-XML = {"Content-Type": "application/xml"}
+XML: dict[str, str | list[str]] = {"Content-Type": "application/xml"}
 EMPTY_RESPONSE = '<?xml version="1.0" encoding="UTF-8"?>\n<Response/>\n'
+TEXT: dict[str, str | list[str]] = {"Content-Type": "text/plain"}
 MAX_BODY_BYTES = 256 * 1024  # Plivo's parameters are a few hundred bytes; anything this big is not Plivo
 MAX_FIELDS = 1000
 
@@ -33,6 +34,14 @@ class Callback:
     body_error: str | None = None
 
 
+class OwnFault(Exception):
+    """callflow cannot check a signature because of its own configuration (the token cannot be read):
+    not the caller's fault, so not a 403."""
+
+
+MAX_JSON_DEPTH = 16  # Plivo posts flat forms; a deeper body is not Plivo's (and recursion is not free)
+
+
 def _first(value: Any) -> str:
     if isinstance(value, list):
         value = value[0] if value else ""
@@ -43,7 +52,27 @@ def _first(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _json_shape_problem(data: Any) -> str | None:
+    """Why a parsed JSON body is not one a callback could carry (too deep or too many values), without
+    recursion: the depth check must not be the thing that overflows the stack."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    count = 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_FIELDS:
+            return f"body has more than {MAX_FIELDS} values"
+        if depth > MAX_JSON_DEPTH:
+            return f"body is nested deeper than {MAX_JSON_DEPTH}"
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+    return None
+
+
 def _body_params(request: Any) -> tuple[Mapping[str, Any] | None, str | None]:
+    """The body's parameters, or (None, why not). Total: whatever the body holds, nothing is raised."""
     try:
         raw = request.raw_body
     except Exception:  # noqa: BLE001 - e.g. a body flagged base64 that is not
@@ -51,17 +80,18 @@ def _body_params(request: Any) -> tuple[Mapping[str, Any] | None, str | None]:
     if not raw:
         return {}, None
     if isinstance(raw, str):
-        raw = raw.encode("utf-8", "replace")
+        raw = raw.encode("utf-8", "surrogatepass")
     if len(raw) > MAX_BODY_BYTES:
         return None, f"body is over {MAX_BODY_BYTES} bytes"
-    content_type = (request.headers.get("content-type") or "").lower()
+    content_type = str(request.headers.get("content-type") or "").lower()
     if "json" in content_type or (not content_type and raw[:1] == b"{"):
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
             data = None
         if isinstance(data, dict):
-            return data, None
+            problem = _json_shape_problem(data)
+            return (None, problem) if problem else (data, None)
         if "json" in content_type:
             return None, "body is not a JSON object"
     if raw.count(b"&") >= MAX_FIELDS:
@@ -89,18 +119,37 @@ def parse_form(text: str) -> dict[str, list[str]]:
     return multi
 
 
-def parse(request: Any) -> Callback:
-    """Plivo's parameters from the query string (GET) or a form/JSON body (POST) plus the query."""
+def _query(request: Any) -> dict[str, list[str]]:
+    """The URL's query parameters as API Gateway parsed them (name -> values)."""
     event = request.to_original_event()
     query = event.get("multiValueQueryStringParameters")
     if not query:
         single = event.get("queryStringParameters")
-        query = {key: [value] for key, value in single.items()} if single else {}
+        return {str(key): [str(value)] for key, value in single.items()} if single else {}
+    return {str(key): [str(v) for v in values or ()] for key, values in query.items()}
+
+
+def parse(request: Any) -> Callback:
+    """Plivo's parameters from the query string (GET) or a form/JSON body (POST) plus the query.
+
+    Total: a body that cannot be parsed is reported in `body_error` (and `body` is None), never raised,
+    because this runs on a stranger's bytes before the signature is known to be good.
+    """
+    try:
+        query = _query(request)
+    except Exception:  # noqa: BLE001 - API Gateway's own parse; a malformed event is not a callback
+        return Callback({}, None, {}, "query is not readable")
     body: Mapping[str, Any] | None = {}
     error = None
     if request.method == "POST":
-        body, error = _body_params(request)
-    params = {key: _first(value) for key, value in body.items()} if body else {}
+        try:
+            body, error = _body_params(request)
+        except Exception as exc:  # noqa: BLE001 - belt and braces: a hostile body is refused, not a fault
+            body, error = None, f"body is not readable ({type(exc).__name__})"
+    try:
+        params = {str(key): _first(value) for key, value in body.items()} if body else {}
+    except Exception as exc:  # noqa: BLE001 - e.g. a value json.dumps cannot write
+        return Callback(query, None, {}, f"body is not readable ({type(exc).__name__})")
     for key, values in query.items():
         if key not in params:
             params[key] = values[0] if values else ""
@@ -108,41 +157,68 @@ def parse(request: Any) -> Callback:
 
 
 def request_url(request: Any, settings: Settings) -> str | None:
-    """The URL Plivo called, without query: PUBLIC_BASE_URL + route, else API Gateway's or the Host's."""
+    """The URL Plivo called, without query: PUBLIC_BASE_URL + route, else API Gateway's, else the Host's.
+
+    The Host header is a fallback for `chalice local` only (its events carry no `domainName`): the client
+    chooses it, so a request signed for another host would verify when replayed with that Host. Whenever
+    API Gateway's `requestContext.domainName` is there, even empty, Host is never used.
+    """
     context = request.context or {}
-    path = context.get("path") or request.path
+    path: str = context.get("path") or request.path
     if settings.public_base_url:
-        route = request.path
+        route: str = request.path
         if path.endswith("/") and not route.endswith("/"):
             route += "/"
         return settings.public_base_url + route
-    domain = context.get("domainName")
-    if domain:
-        return f"https://{domain}{path}"
+    if "domainName" in context:
+        domain = context.get("domainName")
+        return f"https://{domain}{path}" if domain else None
     host = request.headers.get("host")
     if host:
         return f"http://{host}{path}"
     return None
 
 
+SIGNATURE_HEADER = "X-Plivo-Signature-V3"
+MA_SIGNATURE_HEADER = "X-Plivo-Signature-Ma-V3"
+NONCE_HEADER = "X-Plivo-Signature-V3-Nonce"
+
+
+def missing_header(headers: Mapping[str, Any]) -> str | None:
+    """Which signature header is missing, or None: checked first, before any of the body is read."""
+    signed = headers.get(SIGNATURE_HEADER.lower()) or headers.get(MA_SIGNATURE_HEADER.lower())
+    nonce = headers.get(NONCE_HEADER.lower())
+    if not signed and nonce is None:
+        return f"missing {SIGNATURE_HEADER} (or {MA_SIGNATURE_HEADER}) and {NONCE_HEADER}"
+    if not signed:
+        return f"missing {SIGNATURE_HEADER} (or {MA_SIGNATURE_HEADER})"
+    if nonce is None:
+        return f"missing {NONCE_HEADER}"
+    return None
+
+
 def signature_problem(request: Any, settings: Settings, callback: Callback) -> str | None:
-    """Why this request is not signed by Plivo, or None when it is (or checks are off)."""
+    """Why this request is not signed by Plivo, or None when it is (or checks are off).
+
+    Raises OwnFault when callflow cannot check because of its own configuration (the token).
+    """
     if not settings.verify_signatures:
         return None
     headers = request.headers
-    signatures = (headers.get("x-plivo-signature-v3"), headers.get("x-plivo-signature-ma-v3"))
-    nonce = headers.get("x-plivo-signature-v3-nonce")
-    if not (signatures[0] or signatures[1]) or nonce is None:
-        return "missing X-Plivo-Signature-V3 or its nonce"
+    problem = missing_header(headers)
+    if problem is not None:
+        return problem
     if callback.body is None:
-        return f"cannot check the signature: {callback.body_error}"
+        return f"body cannot be checked: {callback.body_error}"
     url = request_url(request, settings)
     if url is None:
-        return "cannot rebuild the request URL: set PUBLIC_BASE_URL"
+        return "no URL to check against (no domainName or Host; PUBLIC_BASE_URL sets it)"
     try:
         token = resources.plivo_auth_token()
     except ConfigError as exc:
-        return f"cannot check the signature: {exc}"
+        raise OwnFault(str(exc)) from None
+    signatures = (headers.get("x-plivo-signature-v3"), headers.get("x-plivo-signature-ma-v3"))
+    nonce = headers.get("x-plivo-signature-v3-nonce")
     body = callback.body if request.method == "POST" else None
     if signature.verify(token, url, nonce, signatures, callback.query, body):
         return None
@@ -150,15 +226,14 @@ def signature_problem(request: Any, settings: Settings, callback: Callback) -> s
 
 
 def _forbidden(request: Any, callback: Callback | None, reason: str) -> Response:
-    # "cannot ..." means our configuration is wrong, not the caller: that needs an operator.
-    emit = log.error if reason.startswith("cannot") else log.warning
-    emit(
+    # Always the caller's doing (callflow's own faults are OwnFault): WARNING, never ERROR.
+    log.warning(
         "callback rejected",
         path=request.path,
         reason=reason,
         call_uuid=callback.params.get("CallUUID") if callback else None,
     )
-    return Response(body="Forbidden\n", status_code=403, headers={"Content-Type": "text/plain"})
+    return Response(body="Forbidden\n", status_code=403, headers=dict(TEXT))
 
 
 def _settings() -> Settings | None:
@@ -175,14 +250,32 @@ def _serve(
     fallback: Callable[[], Response],
     failure: str,
 ) -> Response:
-    """Check the signature, then `work`; whatever breaks becomes `fallback()` and one ERROR line."""
+    """Check the signature, then `work`; whatever breaks becomes `fallback()` and one ERROR line.
+
+    A stranger's request reaches only total code before it is refused: the signature headers are looked
+    at first, the body parse cannot raise, and the refusal is a WARNING. `fallback()` (with one ERROR)
+    is for callflow's own faults: its settings, its token, its storage, its bugs.
+    """
     callback = None
     try:
         settings = _settings()
         if settings is None:
             return fallback()
+        if settings.verify_signatures:
+            problem = missing_header(request.headers)
+            if problem is not None:
+                return _forbidden(request, None, problem)
         callback = parse(request)
-        problem = signature_problem(request, settings, callback)
+        try:
+            problem = signature_problem(request, settings, callback)
+        except OwnFault as exc:
+            log.error(
+                "callback not checked: callflow cannot read its Plivo token",
+                path=request.path,
+                call_uuid=callback.params.get("CallUUID"),
+                cause=str(exc),
+            )
+            return fallback()
         if problem is not None:
             return _forbidden(request, callback, problem)
         return work(settings, callback)
@@ -198,12 +291,35 @@ def _serve(
 
 
 def _xml(body: str, status: int = 200) -> Response:
-    return Response(body=body, status_code=status, headers=XML)
+    return Response(body=body, status_code=status, headers=dict(XML))
+
+
+UNSUPPORTED: dict[str, str | list[str]] = {"Content-Type": "application/json"}
+
+
+def rest_api_only(request: Any, get_response: Callable[[Any], Response]) -> Response:
+    """HTTP middleware: the routes need API Gateway's REST API (Chalice's). An HTTP API (v2), ALB or
+    Lambda Function URL event has no `requestContext.resourcePath`, so Chalice has no request to give
+    (it would answer 500 with nothing logged): say so in the log, and answer a plain 500."""
+    if request is not None:
+        return get_response(request)
+    log.error(
+        "not an API Gateway REST API event: callflow's routes need API Gateway's REST API (Chalice's), "
+        "not an HTTP API (v2), ALB or Function URL"
+    )
+    body = '{"Code":"UnsupportedEvent","Message":"this API needs API Gateway\'s REST API"}'
+    return Response(body=body, status_code=500, headers=dict(UNSUPPORTED))
 
 
 @logs.lambda_entry
 def answer(request: Any, context: Any = None) -> Response:
-    """GET|POST /answer: 403 for a bad signature, otherwise 200 with valid Plivo XML, always."""
+    """GET|POST /answer: 403 for a bad or missing signature, otherwise 200 with valid Plivo XML, always.
+
+    When callflow cannot check the signature because of its own configuration (the token cannot be read:
+    SSM down, parameter missing), the call gets the built-in apology (200, no template rendered, so an
+    unchecked request learns nothing) and one ERROR: a caller never hears silence, and a 403 or 500 would
+    end the call without a word.
+    """
     from chalicelib.answer import pipeline
     from chalicelib.answer.render import BUILTIN_FALLBACK
 
@@ -224,8 +340,9 @@ def hangup(request: Any, context: Any = None) -> Response:
     """GET|POST /hangup?call_id=...: record the outcome, answer an empty <Response/>.
 
     A callback without call_id (a call callflow did not place) is acknowledged with 200 and a log line:
-    Plivo can do nothing useful with an error. A failure to record answers 500 so Plivo's retry and the
-    API's error metrics see it; recording is idempotent.
+    Plivo can do nothing useful with an error. A failure to record, or to check the signature because of
+    callflow's own configuration (the token cannot be read), answers 500 so Plivo retries and the API's
+    error metrics see it; recording is idempotent. A bad or missing signature is 403.
     """
 
     def record(settings: Settings, callback: Callback) -> Response:

@@ -71,8 +71,10 @@ def signing_string(base_url: str, query: Params, body: Params | None = None) -> 
 
 def compute(auth_token: str, base_url: str, nonce: str, query: Params, body: Params | None = None) -> str:
     """base64(HMAC-SHA256(token, signing_string + "." + nonce))."""
-    message = f"{signing_string(base_url, query, body)}.{nonce}".encode()
-    digest = hmac.new(auth_token.encode(), message, hashlib.sha256).digest()
+    # surrogatepass: a lone surrogate (JSON "\ud800", or a header API Gateway could not decode) must give
+    # some bytes, not a UnicodeEncodeError before the check; Plivo never signs one, so it cannot match.
+    message = f"{signing_string(base_url, query, body)}.{nonce}".encode("utf-8", "surrogatepass")
+    digest = hmac.new(auth_token.encode("utf-8", "surrogatepass"), message, hashlib.sha256).digest()
     return base64.b64encode(digest).decode("ascii")
 
 
@@ -85,7 +87,7 @@ def matches(expected: str, headers: Iterable[str | None]) -> bool:
             continue
         for candidate in header.split(","):
             # No early exit: the time taken does not depend on which candidate matched.
-            found |= hmac.compare_digest(wanted, candidate.encode("utf-8", "replace"))
+            found |= hmac.compare_digest(wanted, candidate.encode("utf-8", "surrogatepass"))
     return found
 
 

@@ -10,18 +10,36 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from jinja2 import Template
 
 from chalicelib.answer import plivo_xml, render
 from chalicelib.answer.render import BUILTIN_FALLBACK, TemplateError
-from chalicelib.answer.routes import EMPTY_ROUTES, RoutesError
+from chalicelib.answer.routes import EMPTY_ROUTES, Routes, RoutesError
 from chalicelib.answer.store import StoreUnavailable, TemplateBroken, TemplateMissing
 from chalicelib.logs import log
 from chalicelib.settings import Settings
 
 
+class TemplateSource(Protocol):
+    """What the pipeline needs from a template store: the S3 `TemplateStore`, or any stand-in."""
+
+    def template(self, name: str) -> Template:
+        """The compiled template; raises TemplateMissing, TemplateBroken or StoreUnavailable."""
+        ...
+
+    def routes(self) -> Routes:
+        """routes.json (empty when there is none); raises RoutesError or StoreUnavailable."""
+        ...
+
+
 def _try(
-    store: Any, name: str, context: Mapping[str, Any], causes: list[str], template: Any = None
+    store: TemplateSource,
+    name: str,
+    context: Mapping[str, Any],
+    causes: list[str],
+    template: Template | None = None,
 ) -> str | None:
     """Render template `name` into valid Plivo XML, or record why not and return None."""
     try:
@@ -44,11 +62,13 @@ def _try(
 @dataclass(frozen=True)
 class Selection:
     name: str | None  # None: no step picked a template (built-in fallback), or the store failed
-    template: Any = None  # the compiled template when selection already fetched it
+    template: Template | None = None  # the compiled template when selection already fetched it
     failed: bool = False  # the picked template is known to be broken
 
 
-def select(store: Any, settings: Settings, headers: Mapping[str, str], causes: list[str]) -> Selection:
+def select(
+    store: TemplateSource, settings: Settings, headers: Mapping[str, str], causes: list[str]
+) -> Selection:
     """Steps 1-4 of the selection; failures on the way are appended to `causes`."""
     requested = headers.get("Template")
     if requested:
@@ -60,8 +80,27 @@ def select(store: Any, settings: Settings, headers: Mapping[str, str], causes: l
             causes.append(f"template {requested!r}: {exc}")
             return Selection(requested, failed=True)  # it exists: fall back, not guess
         except StoreUnavailable as exc:
-            causes.append(f"cannot look up X-PH-Template {requested!r}: {exc}")
-            return Selection(None)
+            # S3 is down and this name is not cached: fall through to the cached routes and default,
+            # as for a missing name (SPEC "Answer responses"), and say so if they fail too.
+            unchecked = f"cannot look up X-PH-Template {requested!r}: {exc}"
+            picked = _by_routes(store, settings, headers, causes)
+            if picked.name is None:
+                causes.insert(0, unchecked)
+            else:
+                log.warning(
+                    "S3 unavailable and X-PH-Template not cached; falling through to routes.json",
+                    template=requested,
+                    served=picked.name,
+                    cause=str(exc),
+                )
+            return picked
+    return _by_routes(store, settings, headers, causes)
+
+
+def _by_routes(
+    store: TemplateSource, settings: Settings, headers: Mapping[str, str], causes: list[str]
+) -> Selection:
+    """Steps 2-4: the first matching rule, routes.json's default, DEFAULT_TEMPLATE."""
     try:
         routes = store.routes()
     except StoreUnavailable as exc:
@@ -76,7 +115,7 @@ def select(store: Any, settings: Settings, headers: Mapping[str, str], causes: l
     return Selection(name)
 
 
-def render_answer(store: Any, settings: Settings, params: Mapping[str, str]) -> str:
+def render_answer(store: TemplateSource | None, settings: Settings, params: Mapping[str, str]) -> str:
     """The XML a call with these Plivo parameters gets. `store` may be None (no bucket configured)."""
     context = render.answer_context(params)
     causes: list[str] = []

@@ -16,7 +16,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+
+from jinja2 import Template
 
 from chalicelib.answer import render, routes
 from chalicelib.answer.render import TemplateError
@@ -24,7 +26,6 @@ from chalicelib.answer.routes import EMPTY_ROUTES, Routes, RoutesError
 from chalicelib.logs import log
 
 ROUTES_NAME = "routes.json"
-_NOT_MODIFIED = object()
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden"})
 
@@ -53,11 +54,14 @@ class _BackingOff(StoreUnavailable):
     """S3 failed moments ago and is not asked again yet (already logged when it failed)."""
 
 
-class _Missing:
-    pass
+class _Signal:
+    """A GET's answer other than a body: not modified (304) or no such key."""
 
 
-_MISSING = _Missing()
+_NOT_MODIFIED = _Signal()
+_MISSING = _Signal()
+_Body = tuple[bytes, str | None]  # (body, ETag)
+_Fetched = _Body | _Signal
 
 
 class TemplateStore:
@@ -103,7 +107,7 @@ class TemplateStore:
 
     # ------------------------------------------------------------ public
 
-    def template(self, name: str):
+    def template(self, name: str) -> Template:
         """The compiled template `name`; raises TemplateMissing, TemplateBroken or StoreUnavailable."""
         if not routes.is_template_name(name):
             raise TemplateMissing(f"{name!r} is not a template name")
@@ -118,7 +122,7 @@ class TemplateStore:
             entry = self._refresh_template(name, entry, now)
         if entry.error is not None:
             raise TemplateBroken(entry.error)
-        return entry.value
+        return cast(Template, entry.value)
 
     def routes(self) -> Routes:
         """routes.json (empty when there is none); raises RoutesError or StoreUnavailable."""
@@ -132,11 +136,11 @@ class TemplateStore:
                 return EMPTY_ROUTES
         if entry.error is not None:
             raise RoutesError(entry.error)
-        return entry.value
+        return cast(Routes, entry.value)
 
     # ------------------------------------------------------------ refresh
 
-    def _revalidate(self, key: str, label: str, entry: _Entry | None, now: float):
+    def _revalidate(self, key: str, label: str, entry: _Entry | None, now: float) -> _Fetched | None:
         """A new (body, etag) or _MISSING; None when the cached `entry` stays (304, same ETag, or S3
         failing while we hold a copy: stale-on-error)."""
         try:
@@ -150,18 +154,21 @@ class TemplateStore:
             return None
         same_etag = (
             entry is not None
-            and fetched not in (_NOT_MODIFIED, _MISSING)
+            and isinstance(fetched, tuple)
             and (fetched[1] is not None and fetched[1] == entry.etag)
         )
         unchanged = fetched is _NOT_MODIFIED or same_etag
-        if unchanged:
+        if unchanged and entry is not None:
             entry.checked_at = now
             return None
+        if fetched is _NOT_MODIFIED:  # a 304 without a cached copy: S3 answered something we never asked
+            raise StoreUnavailable(f"S3 get {key}: 304 without a cached version")
         return fetched
 
     def _refresh_template(self, name: str, entry: _Entry | None, now: float) -> _Entry:
         fetched = self._revalidate(self.key(name), name, entry, now)
         if fetched is None:
+            assert entry is not None  # _revalidate keeps only an entry it has
             return entry
         if fetched is _MISSING:
             with self._lock:
@@ -171,7 +178,7 @@ class TemplateStore:
                 while len(self._unknown) > self._max_unknown:
                     self._unknown.popitem(last=False)
             raise TemplateMissing(f"template {name!r} not found")
-        body, etag = fetched
+        body, etag = cast(_Body, fetched)
         new = self._compile(name, body, etag, now)
         with self._lock:
             self._templates[name] = new
@@ -202,7 +209,7 @@ class TemplateStore:
             self._routes = None
             self._routes_missing_until = now + self.ttl
             return None
-        body, etag = fetched
+        body, etag = cast(_Body, fetched)
         try:
             new = _Entry(etag, routes.parse_routes(body), None, now)
         except RoutesError as exc:
@@ -210,7 +217,7 @@ class TemplateStore:
         self._routes = new
         return new
 
-    def _fetch(self, key: str, etag: str | None, now: float):
+    def _fetch(self, key: str, etag: str | None, now: float) -> _Fetched:
         """(body, etag), _NOT_MODIFIED or _MISSING; raises StoreUnavailable for anything else.
 
         The role holds s3:ListBucket on the prefix, so S3 says 404 for a missing key and a 403 is a real
@@ -218,7 +225,7 @@ class TemplateStore:
         """
         if now < self._down_until:
             raise _BackingOff("S3 failed moments ago; not retrying yet")
-        kwargs = {"Bucket": self.bucket, "Key": key}
+        kwargs: dict[str, str] = {"Bucket": self.bucket, "Key": key}
         if etag:
             kwargs["IfNoneMatch"] = etag
         self.s3_requests += 1

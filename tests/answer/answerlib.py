@@ -38,6 +38,9 @@ ENV = {
     "PLIVO_AUTH_TOKEN": TOKEN,
     "PUBLIC_BASE_URL": BASE,
     "VERIFY_SIGNATURES": "true",
+    # Pinned: reading the settings sets the logger's level from LOG_LEVEL, over any caplog.set_level, so a
+    # test that counts ERROR lines must not depend on the shell's (or an earlier test's) LOG_LEVEL.
+    "LOG_LEVEL": "INFO",
 }
 UNSET = (
     "PLIVO_AUTH_TOKEN_PARAM",

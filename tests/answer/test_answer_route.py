@@ -248,6 +248,41 @@ def test_s3_unreachable_with_warm_cache_serves_stale(client, app_s3, env):
     assert app_s3.calls  # it did try S3, and served the cached version when that failed
 
 
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        ({"X-PH-Campaign": "Spring"}, "Spring promotion!"),  # the cached rule's template
+        ({}, "Welcome to callflow"),  # the cached routes.json default
+    ],
+)
+def test_s3_outage_uncached_x_ph_template_falls_through_to_cached_routes(
+    client, app_s3, caplog, extra, expected
+):
+    """Regression (issue 10 #8): an uncached X-PH-Template during an outage got the built-in apology
+    though routes.json, the rule's template and the default were all cached."""
+    assert spoken(post(client, outbound(**{"X-PH-Campaign": "Spring"}))).startswith("Spring promotion!")
+    assert spoken(post(client, outbound())).startswith("Welcome to callflow")
+    store = resources.template_store()
+    store.ttl = 0.0  # everything cached must be revalidated: S3 is asked, and fails
+    app_s3.down = True
+    caplog.set_level(logging.WARNING, logger="callflow")
+    reply = post(client, outbound(**{"X-PH-Template": "NotCached", **extra}))
+    assert spoken(reply).startswith(expected)
+    assert _log_lines(caplog) == []
+    assert any(r.getMessage().startswith("S3 unavailable and X-PH-Template") for r in caplog.records)
+
+
+def test_s3_outage_uncached_x_ph_template_and_no_routes_is_the_fallback_with_the_cause(
+    client, app_s3, caplog
+):
+    app_s3.down = True
+    caplog.set_level(logging.ERROR, logger="callflow")
+    reply = post(client, outbound(**{"X-PH-Template": "NotCached", "CallUUID": "cu-down"}))
+    assert spoken(reply).startswith("We are sorry")
+    [error] = _log_lines(caplog)
+    assert "'NotCached'" in error.cause and "routes.json" in error.cause
+
+
 def test_s3_unreachable_cold_serves_fallback(client, app_s3, caplog):
     app_s3.down = True
     caplog.set_level(logging.ERROR, logger="callflow")
@@ -386,3 +421,33 @@ def test_s3_traffic_helper_counts(s3):
 
 def test_urlencode_roundtrip_fixture():
     assert urlencode({"a": "b c"}) == "a=b+c"
+
+
+@pytest.mark.slow
+def test_fallback_test_passes_alone_whatever_the_shells_log_level():
+    """Regression: run alone with LOG_LEVEL=CRITICAL in the shell, the fallback test saw no ERROR line
+    (reading the settings set the logger's level over caplog's)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.answer.answerlib import ROOT
+
+    node = "tests/answer/test_answer_route.py::test_broken_templates_get_the_fallback"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            node + "[<Response><Bogus/></Response>]",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "LOG_LEVEL": "CRITICAL"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]

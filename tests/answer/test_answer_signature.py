@@ -200,14 +200,22 @@ def test_plivo_docs_query_string_is_verified(client):
 
 
 def test_missing_headers_are_rejected_and_logged(client, caplog):
+    """The 403's log line says which header is missing (a `chalice local` user's first question)."""
     caplog.set_level(logging.WARNING, logger="callflow")
     assert client.http.get("/answer?" + PLIVO_QUERY).status_code == 403
     only_sig = signed_headers("GET", URL + "?" + PLIVO_QUERY)
     del only_sig["X-Plivo-Signature-V3-Nonce"]
     reply = client.http.get("/answer?" + PLIVO_QUERY, headers=only_sig)
     assert reply.status_code == 403 and b"Traceback" not in reply.body
-    reasons = [r.reason for r in caplog.records if r.getMessage() == "callback rejected"]
-    assert reasons == ["missing X-Plivo-Signature-V3 or its nonce"] * 2
+    only_nonce = {"X-Plivo-Signature-V3-Nonce": "1"}
+    assert client.http.get("/answer?" + PLIVO_QUERY, headers=only_nonce).status_code == 403
+    rejected = [r for r in caplog.records if r.getMessage() == "callback rejected"]
+    assert [r.reason for r in rejected] == [
+        "missing X-Plivo-Signature-V3 (or X-Plivo-Signature-Ma-V3) and X-Plivo-Signature-V3-Nonce",
+        "missing X-Plivo-Signature-V3-Nonce",
+        "missing X-Plivo-Signature-V3 (or X-Plivo-Signature-Ma-V3)",
+    ]
+    assert all(r.levelno == logging.WARNING for r in rejected)
 
 
 def test_verification_can_be_turned_off(client, env):
@@ -234,14 +242,38 @@ def test_no_way_to_rebuild_the_url_is_a_clean_403(client, env):
     assert client.http.get("/answer?" + PLIVO_QUERY, headers=headers).status_code == 403
 
 
-def test_missing_auth_token_rejects(client, env, caplog):
+def test_unreadable_token_on_answer_is_the_apology_and_one_error(client, env, caplog):
+    """Regression (issue 10 #5): callflow's own token failure was a 403 (the call ended in silence).
+    Now the caller hears the built-in apology, no template is rendered, and the operator gets an ERROR."""
     env.delenv("PLIVO_AUTH_TOKEN")
     resources.reset()
     caplog.set_level(logging.WARNING, logger="callflow")
     headers = signed_headers("GET", URL + "?" + PLIVO_QUERY)
-    assert client.http.get("/answer?" + PLIVO_QUERY, headers=headers).status_code == 403
-    [record] = [r for r in caplog.records if r.getMessage() == "callback rejected"]
-    assert record.levelno == logging.ERROR and "PLIVO_AUTH_TOKEN" in record.reason
+    reply = client.http.get("/answer?" + PLIVO_QUERY, headers=headers)
+    assert reply.status_code == 200 and b"We are sorry" in reply.body and b"Plivo test" not in reply.body
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.levelno == logging.ERROR and "PLIVO_AUTH_TOKEN" in record.cause
+    assert record.call_uuid == "5260e820-958c-11e4-b6bf-498d468c930b"
+
+
+def test_unreadable_token_on_hangup_is_500_and_a_bad_signature_still_403(client, env, caplog):
+    """Regression (issue 10 #5): /hangup answered 403, so Plivo did not retry and the job stayed placed."""
+    env.delenv("PLIVO_AUTH_TOKEN")
+    resources.reset()
+    caplog.set_level(logging.WARNING, logger="callflow")
+    query = "call_id=job-1&CallStatus=completed&Event=Hangup"
+    headers = signed_headers("GET", BASE + "/hangup?" + query)
+    reply = client.http.get("/hangup?" + query, headers=headers)
+    assert reply.status_code == 500 and b"Traceback" not in reply.body
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.levelno == logging.ERROR and "PLIVO_AUTH_TOKEN" in record.cause
+    caplog.clear()
+    env.setenv("PLIVO_AUTH_TOKEN", TOKEN)
+    resources.reset()
+    forged = {**headers, "X-Plivo-Signature-V3": "bm90IGl0"}
+    assert client.http.get("/hangup?" + query, headers=forged).status_code == 403
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.levelno == logging.WARNING and record.reason == "signature does not match"
 
 
 @pytest.mark.parametrize("header", ["", ",", "x,y", "é", "A" * 5000])

@@ -312,3 +312,113 @@ def test_parse_form_agrees_with_parse_qsl(text):
     for key, value in parse_qsl(text, keep_blank_values=True):
         expected.setdefault(key, []).append(value)
     assert parse_form(text) == expected
+
+
+# ---------------------------------------------------------------- the render budget (issue 10 #10)
+
+HUGE = "200000000"  # 200M characters would kill a 256 MB Lambda
+ALLOCATING = {
+    "repeat": '{{ "a" * (headers.N|int) }}',
+    "repeat-list": "{{ [1] * (headers.N|int) }}",
+    "power": "{{ 7 ** (headers.N|int) }}",
+    "center": '{{ "a"|center(headers.N|int) }}',
+    "indent": '{{ "a\nb"|indent(headers.N|int, true) }}',
+    "wordwrap": '{{ ("ab " * 30000)|wordwrap(1, true, "x" * 100000) }}',
+    "format-width": '{{ "%*d"|format(headers.N|int, 1) }}',
+    "format-literal-width": '{{ "%0999999999d"|format(1) }}',
+    "percent": '{{ "%0999999999d" % 1 }}',
+    "str-format": '{{ "{:>999999999}".format(1) }}',
+    "str-format-nested": '{{ "{:>{}}".format(1, headers.N|int) }}',
+    "str-center": '{{ "a".center(headers.N|int) }}',
+    "str-zfill": '{{ "1".zfill(headers.N|int) }}',
+    "replace-empty": '{{ ("x" * 100000)|replace("", "y" * 100000) }}',
+    "batch-fill": '{{ [1]|batch(headers.N|int, "x")|list }}',
+    "truncate": '{{ "a"|truncate(headers.N|int, end="x" * 100000 * 2) }}',
+    "concat-chain": '{% set a = "x" * 100000 %}{{ a ~ a ~ a ~ a }}',
+    "plus-chain": '{% set a = "x" * 100000 %}{{ a + a + a + a }}',
+    "list-repr": '{% set a = "x" * 100000 %}{{ [a, a, a, a] }}',
+    "namespace-doubling": '{% set ns = namespace(s="a") %}{% for i in range(60) %}'
+    "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+    "macro-doubling": "{% macro f(s, n) %}{{ f(s ~ s, n - 1) if n else s|length }}{% endmacro %}"
+    "{{ f('a', 60) }}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALLOCATING))
+def test_a_template_cannot_let_a_number_choose_the_allocation(name):
+    """Regression: `{{ "a" * (headers.N|int) }}` allocated whatever the caller's header said."""
+    import time
+    import tracemalloc
+
+    context = render.answer_context({"X-PH-N": HUGE})
+    tracemalloc.start()
+    started = time.monotonic()
+    try:  # compiling is measured too: Jinja folds constant expressions when it compiles
+        template = render.compile_template("<Response><Speak>" + ALLOCATING[name] + "</Speak></Response>")
+        with pytest.raises(render.TemplateError, match="over|too large|format width|budget"):
+            render.render(template, context)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - started < 1.5
+    assert peak < 8 * 1024 * 1024, peak  # a few copies of a 100 KB value at most
+
+
+LOOPING = {
+    "nested-ranges": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    "nested-strings": '{% set s = "x" * 50000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}',
+    "nested-with-output": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}.{% endfor %}",
+    "macro-calls": "{% macro f() %}{% endmacro %}{% for i in range(100000) %}{% for j in range(100000) %}"
+    "{{ f() }}{% endfor %}{% endfor %}",
+    "attribute-lookups": "{% for i in range(100000) %}{% for j in range(100000) %}{{ headers.x }}{% endfor %}"
+    "{% endfor %}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOOPING))
+def test_a_template_stops_within_its_time_budget(name):
+    """Regression: nested loops ran to the Lambda's 15 s timeout."""
+    import time
+
+    template = render.compile_template("<Response><Speak>" + LOOPING[name] + "</Speak></Response>")
+    started = time.monotonic()
+    with pytest.raises(render.TemplateError, match="time budget|over"):
+        render.render(template, render.answer_context({}), seconds=0.2)
+    assert time.monotonic() - started < 1.0
+
+
+def test_the_default_time_budget_is_fixed_and_short():
+    assert 0 < render.MAX_RENDER_SECONDS <= 2.0
+
+
+@pytest.mark.parametrize(
+    "source,expected",
+    [
+        (
+            '{{ "ab" * 3 }}|{{ 2 ** 10 }}|{{ "x"|center(5) }}|{{ "%05d"|format(42) }}',
+            "ababab|1024|  x  |00042",
+        ),
+        (
+            "{% for i in range(3) %}{{ i }}{% endfor %}|{{ range(4)|length }}|{{ 3 in range(5) }}",
+            "012|4|True",
+        ),
+        ('{{ "a" ~ "b" ~ 1 }}|{{ [1, 2] + [3] }}|{{ "{:>4}".format(7) }}', "ab1|[1, 2, 3]|   7"),
+        (
+            '{{ "a b c"|wordwrap(2) }}|{{ "ab"|replace("a", "xy") }}|{{ "x\ny"|indent(2) }}',
+            "a\nb\nc|xyb|x\n  y",
+        ),
+    ],
+)
+def test_the_budget_leaves_ordinary_templates_alone(source, expected):
+    assert render.render(render.compile_template(source), render.answer_context({})) == expected
+
+
+def test_an_over_budget_template_falls_back_with_one_error(caplog):
+    import logging
+
+    store = DictStore({"Big": '<Response><Speak>{{ "a" * (headers.N|int) }}</Speak></Response>'}, None)
+    caplog.set_level(logging.INFO, logger="callflow")
+    xml = render_answer(store, Settings(), {"X-PH-Template": "Big", "X-PH-N": HUGE, "CallUUID": "cu-big"})
+    assert "We are sorry" in xml
+    [error] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert error.levelno == logging.ERROR and error.call_uuid == "cu-big" and "Big" in error.cause
