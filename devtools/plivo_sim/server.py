@@ -14,10 +14,19 @@ import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from devtools.plivo_sim.call_api import CALL_PATH_RE, ERROR_TEXT, CallApiHandler, _check_status, _new_uuid
-from devtools.plivo_sim.player import CallPlayer
+from devtools.plivo_sim.call_api import (
+    CALL_ID_RE,
+    CALL_PATH_RE,
+    ERROR_TEXT,
+    REQUEST_ID_RE,
+    CallApiHandler,
+    _check_status,
+    _new_uuid,
+)
+from devtools.plivo_sim.callee import ANSWER_OF_STATUS, ScriptError, parse_scripts
+from devtools.plivo_sim.player import MAX_STEPS, MAX_TRANSFERS, CallPlayer, LiveCall, call_record
 
 
 class PlivoSimulator(CallPlayer):
@@ -37,6 +46,8 @@ class PlivoSimulator(CallPlayer):
         ring_seconds: float = 0.0,
         seed: int | None = None,
         log: Callable[[str], None] | None = None,
+        max_steps: int = MAX_STEPS,
+        transfer_wait: float = 2.0,
     ) -> None:
         self.auth_id = auth_id
         self.auth_token = auth_token
@@ -54,6 +65,16 @@ class PlivoSimulator(CallPlayer):
         self.calls: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self.heard: list[dict[str, Any]] = []
+        # v2: callee scripts per destination ("*": any other), {"scripts": [...], "once": bool} (callee.py).
+        self.callees: dict[str, dict[str, Any]] = {}
+        self.lose_hangups: dict[str, int] = {}  # destination or "*": how many hangup callbacks to drop
+        self.max_steps = max_steps
+        self.transfer_wait = transfer_wait
+        self.live: dict[str, LiveCall] = {}  # call_uuid -> live state (kept after the end, state completed)
+        self.by_request: dict[str, LiveCall] = {}
+        self.records: dict[str, dict[str, Any]] = {}  # call_uuid -> Plivo call record, once completed
+        self.api_requests: list[dict[str, Any]] = []
+        self.faults: list[dict[str, Any]] = []
         self.rate_429 = 0.0
         self.rate_5xx = 0.0
         self.rate_timeout = 0.0
@@ -128,6 +149,10 @@ class PlivoSimulator(CallPlayer):
             "hold_seconds",
             "ring_seconds",
             "answer_timeout",
+            "callees",
+            "lose_hangups",
+            "max_steps",
+            "transfer_wait",
         }
         unknown = set(knobs) - known
         if unknown:
@@ -150,6 +175,15 @@ class PlivoSimulator(CallPlayer):
         if "script" in knobs:
             for to, replies in knobs["script"].items():
                 self.script[str(to)] = list(replies)
+        if "callees" in knobs:
+            self.set_callees(knobs["callees"])
+        if "lose_hangups" in knobs:
+            for to, count in knobs["lose_hangups"].items():
+                self.lose_hangups[str(to)] = int(count)
+        if "max_steps" in knobs:
+            self.max_steps = max(1, int(knobs["max_steps"]))
+        if "transfer_wait" in knobs:
+            self.transfer_wait = float(knobs["transfer_wait"])
         if any(k in knobs for k in ("rate_429", "rate_5xx", "rate_timeout")):
             self.set_faults(
                 float(knobs.get("rate_429", self.rate_429)),
@@ -165,6 +199,152 @@ class PlivoSimulator(CallPlayer):
             self.heard.clear()
             self.script.clear()
             self.status_script.clear()
+            self.callees.clear()
+            self.lose_hangups.clear()
+            self.records.clear()
+            self.api_requests.clear()
+            self.faults.clear()
+            for uuid, live in list(self.live.items()):
+                if live.state == "completed":
+                    del self.live[uuid]
+                    self.by_request.pop(live.request_uuid, None)
+
+    # -- callees (v2) ----------------------------------------------------------------------------------
+    def set_callee(self, to: str, script: Any) -> None:
+        """What the callee at `to` does ("*": every destination without its own script). A script (dict or
+        answer name) applies to every call; a list of scripts is used one per call, then the defaults apply.
+        None removes it. Raises ScriptError (a ValueError) for a script the simulator cannot follow."""
+        if script is None:
+            with self._lock:
+                self.callees.pop(str(to), None)
+            return
+        scripts = parse_scripts(script)
+        with self._lock:
+            self.callees[str(to)] = {"scripts": scripts, "once": isinstance(script, list)}
+
+    def set_callees(self, callees: Mapping[str, Any]) -> None:
+        if not isinstance(callees, Mapping):
+            raise ScriptError("callees: expected an object {number: script}")
+        parsed = {
+            str(to): (None if s is None else (parse_scripts(s), isinstance(s, list)))
+            for to, s in callees.items()
+        }
+        with self._lock:
+            for to, value in parsed.items():
+                if value is None:
+                    self.callees.pop(to, None)
+                else:
+                    self.callees[to] = {"scripts": value[0], "once": value[1]}
+
+    def _take_callee(self, key: str) -> dict[str, Any] | None:
+        entry = self.callees.get(key)
+        if not entry or not entry["scripts"]:
+            return None
+        if entry["once"]:
+            script = entry["scripts"].pop(0)
+            if not entry["scripts"]:
+                del self.callees[key]
+            return script
+        return entry["scripts"][0]
+
+    def _script_for(self, to: str) -> dict[str, Any]:
+        """The callee's script: its own, else v1's status_script queue, else "*", else v1's suffix rules."""
+        with self._lock:
+            script = self._take_callee(to)
+            if script is not None:
+                return script
+            queue = self.status_script.get(to)
+            if queue:
+                return {"answer": ANSWER_OF_STATUS[queue.pop(0)], "inputs": [], "dial": []}
+            script = self._take_callee("*")
+            if script is not None:
+                return script
+        status = self._suffix_status(to)
+        return {"answer": ANSWER_OF_STATUS[status], "inputs": [], "dial": []}
+
+    def _lose_hangup(self, live: LiveCall) -> bool:
+        if live.script.get("lose_hangup"):
+            return True
+        with self._lock:
+            for key in (live.to, "*"):
+                if self.lose_hangups.get(key, 0) > 0:
+                    self.lose_hangups[key] -= 1
+                    return True
+        return False
+
+    def _finish(self, live: LiveCall, record: dict[str, Any]) -> None:
+        with self._changed:
+            self.records[live.call_uuid] = call_record(live, record, self.auth_id)
+            self._changed.notify_all()
+
+    # -- call control (v2) -------------------------------------------------------------------------------
+    def transfer(self, call_uuid: str, url: str, method: str = "POST") -> str | None:
+        """Move a live call to `url` (Plivo's transfer API); None when done, else why not."""
+        with self._changed:
+            live = self.live.get(call_uuid)
+            if live is None or live.state != "in-progress" or live.hangup_requested:
+                return "not found"
+            if live.transfers >= MAX_TRANSFERS:
+                return "Loop detected"
+            live.transfers += 1
+            live.transfer = (url, method)
+            live.wake.set()
+            self._changed.notify_all()
+        return None
+
+    def hangup_call(self, ident: str, queued_only: bool = False) -> bool:
+        """Hang up (or cancel, before the answer) a call by call_uuid, or a queued one by request_uuid."""
+        with self._changed:
+            live = self.live.get(ident) if not queued_only else None
+            if live is None:
+                live = self.by_request.get(ident)
+                if live is not None and live.state not in ("queued", "ringing"):
+                    live = None
+            if live is None or live.state == "completed" or live.hangup_requested:
+                return False
+            live.hangup_requested = True
+            live.wake.set()
+            self._changed.notify_all()
+        return True
+
+    def find_call(self, ident: str, status: str | None = None) -> dict[str, Any] | None:
+        """GET .../Call/{id}/: a completed call's record; `status=live` a live call; `status=queued` (by
+        request_uuid) a call not yet ringing."""
+        with self._lock:
+            if status == "queued":
+                live = self.by_request.get(ident)
+                if live is None or live.state != "queued":
+                    return None
+                return {
+                    "call_status": "queued",
+                    "direction": "outbound",
+                    "from": live.call["body"]["from"],
+                    "to": live.to,
+                    "caller_name": live.call["body"].get("caller_name", ""),
+                    "request_uuid": live.request_uuid,
+                }
+            if status == "live":
+                live = self.live.get(ident)
+                if live is None or live.state not in ("ringing", "in-progress"):
+                    return None
+                return {
+                    "call_status": "ringing" if live.state == "ringing" else "in-progress",
+                    "call_uuid": live.call_uuid,
+                    "direction": "outbound",
+                    "from": live.call["body"]["from"],
+                    "to": live.to,
+                    "caller_name": live.call["body"].get("caller_name", ""),
+                    "request_uuid": live.request_uuid,
+                    "session_start": live.answered.strftime("%Y-%m-%d %H:%M:%S") if live.answered else None,
+                }
+            record = self.records.get(ident)
+            return dict(record) if record is not None else None
+
+    def live_uuids(self, status: str) -> list[str]:
+        with self._lock:
+            if status == "queued":
+                return [live.request_uuid for live in self.live.values() if live.state == "queued"]
+            return [live.call_uuid for live in self.live.values() if live.state in ("ringing", "in-progress")]
 
     def wait_for(self, predicate: Callable[[PlivoSimulator], bool], timeout: float = 10.0) -> bool:
         """Block until predicate(sim) holds (re-checked on every recorded event) or timeout."""
@@ -209,11 +389,7 @@ class PlivoSimulator(CallPlayer):
             return "timeout"
         return None
 
-    def _final_status(self, to: str) -> str:
-        with self._lock:
-            queue = self.status_script.get(to)
-            if queue:
-                return queue.pop(0)
+    def _suffix_status(self, to: str) -> str:
         digits = to
         best = ""
         for suffix in self.status_by_suffix:
@@ -230,6 +406,12 @@ class PlivoSimulator(CallPlayer):
         uuids = [_new_uuid() for _ in destinations]
         for to, request_uuid in zip(destinations, uuids, strict=True):
             call = {"body": body, "time": arrived, "request_uuid": request_uuid, "api_id": api_id, "to": to}
+            if self.play_calls:
+                call["call_uuid"] = _new_uuid()
+                live = LiveCall(call, self._script_for(to))
+                with self._lock:
+                    self.live[live.call_uuid] = live
+                    self.by_request[request_uuid] = live
             self._record(self.calls, call)
             if self.play_calls and self._players is not None and not self._stopping.is_set():
                 try:
@@ -272,15 +454,38 @@ class Handler(CallApiHandler, BaseHTTPRequestHandler):
             "/__sim/calls": lambda: sim.calls,
             "/__sim/heard": lambda: sim.heard,
             "/__sim/requests": lambda: sim.requests,
+            "/__sim/api": lambda: sim.api_requests,
+            "/__sim/faults": lambda: sim.faults,
+            "/__sim/records": lambda: list(sim.records.values()),
+            "/__sim/callees": lambda: sim.callees,
+            "/__sim/live": lambda: [
+                {"call_uuid": c.call_uuid, "request_uuid": c.request_uuid, "to": c.to, "state": c.state}
+                for c in sim.live.values()
+            ],
         }
+        query = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
         if path in views:
             with sim._lock:
                 payload = json.loads(json.dumps(views[path](), default=str))
             self._send_json(200, payload)
         elif path == "/__sim/config":
             self._send_json(200, _knobs(sim))
-        elif CALL_PATH_RE.match(path):
-            self._error(405, ERROR_TEXT[405])
+        elif match := CALL_PATH_RE.match(path):
+            self._list_calls(match.group("account"), query)
+        elif match := CALL_ID_RE.match(path):
+            self._get_call(match.group("account"), match.group("id"), query)
+        else:
+            self._error(404, ERROR_TEXT[404])
+
+    def do_DELETE(self) -> None:
+        path = urlsplit(self.path).path
+        self._read_body()
+        if match := CALL_PATH_RE.match(path):
+            self._delete_every_call(match.group("account"))
+        elif match := CALL_ID_RE.match(path):
+            self._hangup_call(match.group("account"), match.group("id"))
+        elif match := REQUEST_ID_RE.match(path):
+            self._cancel_request(match.group("account"), match.group("id"))
         else:
             self._error(404, ERROR_TEXT[404])
 
@@ -297,12 +502,28 @@ class Handler(CallApiHandler, BaseHTTPRequestHandler):
         elif path == "/__sim/reset":
             self.sim.reset()
             self._send_json(200, {"reset": True})
-        else:
-            match = CALL_PATH_RE.match(path)
-            if match is None:
-                self._error(404, ERROR_TEXT[404])
+        elif path == "/__sim/callees":
+            try:
+                self.sim.set_callees(json.loads(raw or b"{}"))
+            except (ValueError, TypeError, AttributeError) as exc:
+                self._error(400, str(exc))
             else:
-                self._make_call(match.group("account"), raw)
+                with self.sim._lock:
+                    self._send_json(200, json.loads(json.dumps(self.sim.callees)))
+        elif path == "/__sim/lose-hangup":
+            try:
+                knob = json.loads(raw or b"{}")
+                self.sim.configure({"lose_hangups": {str(knob.get("to", "*")): int(knob.get("count", 1))}})
+            except (ValueError, TypeError, AttributeError) as exc:
+                self._error(400, str(exc))
+            else:
+                self._send_json(200, {"lose_hangups": self.sim.lose_hangups})
+        elif match := CALL_PATH_RE.match(path):
+            self._make_call(match.group("account"), raw)
+        elif match := CALL_ID_RE.match(path):
+            self._transfer(match.group("account"), match.group("id"), raw)
+        else:
+            self._error(404, ERROR_TEXT[404])
 
 
 def _knobs(sim: PlivoSimulator) -> dict[str, Any]:
@@ -318,6 +539,10 @@ def _knobs(sim: PlivoSimulator) -> dict[str, Any]:
         "answer_timeout": sim.answer_timeout,
         "script": sim.script,
         "status_script": sim.status_script,
+        "callees": sim.callees,
+        "lose_hangups": sim.lose_hangups,
+        "max_steps": sim.max_steps,
+        "transfer_wait": sim.transfer_wait,
     }
 
 
