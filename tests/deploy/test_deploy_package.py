@@ -100,7 +100,12 @@ def test_template_holds_bucket_table_and_both_functions(sam):
     assert res["TemplateBucket"]["Type"] == "AWS::S3::Bucket"
     assert res["TemplateBucket"]["Properties"]["VersioningConfiguration"] == {"Status": "Enabled"}
     table = res["CallsTable"]["Properties"]
-    assert [g["IndexName"] for g in table["GlobalSecondaryIndexes"]] == ["status-due_at-index"]
+    assert [g["IndexName"] for g in table["GlobalSecondaryIndexes"]] == [
+        "status-due_at-index",
+        "campaign-due_at-index",
+        "outbox-index",
+    ]
+    assert res["CampaignsTable"]["Properties"]["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
 

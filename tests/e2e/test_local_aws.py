@@ -16,7 +16,11 @@ def test_table_is_created_from_the_deploy_definition():
     args = local_aws.create_table_args(properties, "t")
     assert args["KeySchema"] == properties["KeySchema"]
     assert args["AttributeDefinitions"] == properties["AttributeDefinitions"]
-    assert [i["IndexName"] for i in args["GlobalSecondaryIndexes"]] == ["status-due_at-index"]
+    assert [i["IndexName"] for i in args["GlobalSecondaryIndexes"]] == [
+        "status-due_at-index",
+        "campaign-due_at-index",
+        "outbox-index",
+    ]
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
         assert local_aws.ensure_table(client, "t") is True
