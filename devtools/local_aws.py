@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESOURCES = ROOT / "infra" / "resources.json"
 BUCKET = "callflow-templates"
 TABLE = "callflow-calls"
+CAMPAIGNS_TABLE = "callflow-campaigns"
 REGION = "us-east-1"
 HOST = "127.0.0.1"
 
@@ -197,7 +198,7 @@ def create_table_args(properties: dict[str, Any], table_name: str) -> dict[str, 
     )
     if unknown:
         names = ", ".join(sorted(unknown))
-        raise ValueError(f"CallsTable property(ies) the local stack cannot create: {names}")
+        raise ValueError(f"table property(ies) the local stack cannot create: {names}")
     args: dict[str, Any] = {"TableName": table_name}
     for key in COPIED:
         if key in properties:
@@ -231,12 +232,15 @@ def ensure_bucket(s3, bucket: str = BUCKET) -> bool:
         return True
 
 
-def ensure_table(dynamodb_client, table: str = TABLE, path: Path = RESOURCES) -> bool:
-    """Create the calls table from infra/resources.json unless it exists; True when created."""
+def ensure_table(
+    dynamodb_client, table: str = TABLE, path: Path = RESOURCES, logical_id: str = "CallsTable"
+) -> bool:
+    """Create a table (the calls table unless `logical_id` says otherwise) from infra/resources.json unless
+    it exists; True when created."""
     existing = dynamodb_client.list_tables().get("TableNames", [])
     if table in existing:
         return False
-    args = create_table_args(cfn_resource("CallsTable", path), table)
+    args = create_table_args(cfn_resource(logical_id, path), table)
     dynamodb_client.create_table(**args)
     dynamodb_client.get_waiter("table_exists").wait(
         TableName=table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}

@@ -83,6 +83,7 @@ class Stack:
             {
                 "TEMPLATE_BUCKET": local_aws.BUCKET,
                 "CALLS_TABLE": local_aws.TABLE,
+                "CAMPAIGNS_TABLE": local_aws.CAMPAIGNS_TABLE,
                 "PLIVO_AUTH_ID": SIM_AUTH_ID,
                 "PLIVO_AUTH_TOKEN": SIM_AUTH_TOKEN,
                 "PLIVO_API_URL": self.plivo_url,
@@ -176,9 +177,10 @@ class Stack:
 
     def create_resources(self) -> None:
         local_aws.ensure_bucket(self.boto_client("s3"), local_aws.BUCKET)
-        local_aws.ensure_table(
-            self.boto_client("dynamodb"), local_aws.TABLE, self.root / "infra" / "resources.json"
-        )
+        resources_json = self.root / "infra" / "resources.json"
+        dynamodb = self.boto_client("dynamodb")
+        local_aws.ensure_table(dynamodb, local_aws.TABLE, resources_json)
+        local_aws.ensure_table(dynamodb, local_aws.CAMPAIGNS_TABLE, resources_json, "CampaignsTable")
 
     def callflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run the CLI as a user would (`python -m callflow_cli ...`) against this stack."""
@@ -438,6 +440,7 @@ def banner(stack: Stack, interval: float) -> None:
             "AWS_DEFAULT_REGION",
             "TEMPLATE_BUCKET",
             "CALLS_TABLE",
+            "CAMPAIGNS_TABLE",
             "PLIVO_AUTH_ID",
             "PLIVO_AUTH_TOKEN",
             "PLIVO_API_URL",
