@@ -372,7 +372,7 @@ def launch_calls(event: Any, context: Any = None) -> dict[str, int]:
 
 def launch(remaining_ms: Callable[[], int] | None = None) -> dict[str, int]:
     """One launcher pass with the live settings: the scheduled Lambda's and `callflow launch`'s."""
-    from chalicelib.calls.launcher import RUN_BUDGET_SECONDS, Launcher
+    from chalicelib.calls.launcher import RUN_BUDGET_SECONDS, SUMMARY_KEYS, Launcher
 
     try:
         settings = resources.settings()
@@ -383,6 +383,9 @@ def launch(remaining_ms: Callable[[], int] | None = None) -> dict[str, int]:
             remaining_ms=remaining_ms,
             run_budget=RUN_BUDGET_SECONDS,
         )
+    except ConfigError as exc:  # a setting typo: one ERROR, every job left pending for the fix
+        log.error("launcher configuration error; no job touched", cause=str(exc))
+        return dict.fromkeys(SUMMARY_KEYS, 0)
     except Exception as exc:
         log.error("launcher cannot start", cause=logs.cause(exc))
         raise

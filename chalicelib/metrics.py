@@ -9,7 +9,7 @@ dimension can take unbounded values however many templates or campaigns a strang
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from typing import Any
 
 NAMESPACE = "callflow"
 SERVICE = "callflow"
@@ -63,9 +63,9 @@ class _Recorder:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._plain: Counter[str] = Counter()
+        self._plain: dict[str, float] = {}
         self._values: dict[str, float] = {}
-        self._dimensioned: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+        self._dimensioned: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._campaigns: set[str] = set()
 
     def bounded(self, name: str, value: str) -> str:
@@ -84,10 +84,11 @@ class _Recorder:
         if dimensions:
             dims = tuple(sorted((k, self.bounded(k, v)) for k, v in dimensions.items()))
             with self._lock:
-                self._dimensioned[(metric, dims)] += value
+                key = (metric, dims)
+                self._dimensioned[key] = self._dimensioned.get(key, 0.0) + value
         else:
             with self._lock:
-                self._plain[metric] += value
+                self._plain[metric] = self._plain.get(metric, 0.0) + value
 
     def value(self, metric: str, value: float) -> None:
         with self._lock:
@@ -96,7 +97,7 @@ class _Recorder:
     def flush(self) -> None:
         with self._lock:
             plain, values, dimensioned = self._plain, self._values, self._dimensioned
-            self._plain, self._values, self._dimensioned = Counter(), {}, Counter()
+            self._plain, self._values, self._dimensioned = {}, {}, {}
         if not (plain or values or dimensioned):
             return
         from aws_lambda_powertools.metrics import Metrics, single_metric
@@ -109,9 +110,8 @@ class _Recorder:
                 metrics.add_metric(name=name, unit=UNITS.get(name, "Count"), value=number)
             metrics.flush_metrics()
         for (name, dims), total in dimensioned.items():
-            with single_metric(
-                name=name, unit=UNITS.get(name, "Count"), value=total, namespace=NAMESPACE
-            ) as metric:  # type: Any
+            unit: Any = UNITS.get(name, "Count")
+            with single_metric(name=name, unit=unit, value=total, namespace=NAMESPACE) as metric:
                 metric.add_dimension(name="service", value=SERVICE)
                 for key, value in dims:
                     metric.add_dimension(name=key, value=value)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+_N = TypeVar("_N", int, float)
 
 
 class ConfigError(Exception):
@@ -23,7 +26,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, not {raw!r}")
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type = int, minimum: float = 0):
+def _number(env: Mapping[str, str], name: str, default: _N, kind: type[_N], minimum: float = 0) -> _N:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -67,7 +70,8 @@ class Settings:
     calls_table: str | None = None
     campaigns_table: str | None = None
     plivo_auth_id: str | None = None
-    plivo_auth_token: str | None = None
+    # Never in repr() or str(): a logged or printed Settings cannot leak the token.
+    plivo_auth_token: str | None = field(default=None, repr=False)
     plivo_auth_token_param: str | None = None
     plivo_api_url: str = "https://api.plivo.com"
     public_base_url: str | None = None
@@ -100,8 +104,8 @@ class Settings:
             plivo_cps=_number(env, "PLIVO_CPS", 2.0, float, minimum=0.001),
             max_attempts=_number(env, "MAX_ATTEMPTS", 3, int, minimum=1),
             retry_delays=_delays(env, "RETRY_DELAYS", (300, 900, 3600)),
-            call_window=_text(env, "CALL_WINDOW", "08:00-21:00"),
-            default_tz=_text(env, "DEFAULT_TZ", "UTC"),
+            call_window=_text(env, "CALL_WINDOW") or "08:00-21:00",
+            default_tz=_text(env, "DEFAULT_TZ") or "UTC",
             log_level=(_text(env, "LOG_LEVEL", "INFO") or "INFO").upper(),
         )
 
@@ -110,4 +114,19 @@ class Settings:
         value = getattr(self, field)
         if value is None or value == "":
             raise ConfigError(f"{field.upper()} is not set")
-        return value
+        return str(value)
+
+    @property
+    def local_stage(self) -> bool:
+        """Is this the local stack? Known from PUBLIC_BASE_URL: plain http on a loopback host (localhost,
+        127.x, ::1). Only there may a job's answer_url be plain http."""
+        from urllib.parse import urlsplit
+
+        if not self.public_base_url:
+            return False
+        parts = urlsplit(self.public_base_url)
+        host = (parts.hostname or "").lower()
+        loopback = (
+            host == "localhost" or host.endswith(".localhost") or host.startswith("127.") or host == "::1"
+        )
+        return parts.scheme == "http" and loopback

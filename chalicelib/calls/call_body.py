@@ -8,11 +8,12 @@ pairs that break its rules, so a bad header would vanish without a trace; the jo
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 NAME_MAX = 24
 VALUE_MAX = 120
@@ -79,10 +80,15 @@ def _as_text(value: object) -> str | None:
 
 
 _DIGITS = re.compile(r"[0-9]{1,20}")
-_SIP_URI = re.compile(r"sips?:[^\s<>,\"]+")
+# user@host, nothing else: URI parameters (`;`) and headers (`?`) would let a producer add to Plivo's INVITE.
+_SIP_URI = re.compile(r"sips?:[^\s<>,\"@;?]+@[^\s<>,\"@;?]+")
 _URL = re.compile(r"https?://[^\s]+")
 _ASCII_NUMBER = re.compile(r"[0-9]{1,12}")
 MAX_NUMBER = 1_000_000  # far beyond any sane attempt count or call length; keeps numbers DynamoDB-safe
+MAX_EPOCH = 253_402_300_799  # 9999-12-31T23:59:59Z: a due_at beyond it is a producer's mistake
+# This API's own callback routes: Plivo signs its requests to an answer_url, so an answer_url that names
+# one of these would make Plivo send another job's signed callback.
+OWN_CALLBACK_PATHS = ("/hangup", "/machine")
 METHODS = ("GET", "POST")
 MACHINE_DETECTION = ("true", "hangup")
 
@@ -107,11 +113,16 @@ def hangup_url(public_base_url: str, call_id: str) -> str:
     return f"{public_base_url.rstrip('/')}/hangup?call_id={quote(str(call_id), safe='')}"
 
 
-def validate_job(job: Mapping[str, Any]) -> dict[str, Any]:
+def validate_job(
+    job: Mapping[str, Any], public_base_url: str | None = None, *, local: bool = False
+) -> dict[str, Any]:
     """Check every field a job may carry, the same way for the launcher and the CLI, and return the
     optional ones normalised (numbers as int, method upper case). Numbers may come as int or Decimal
     (DynamoDB) or as digit strings (CLI, CSV). Raises JobInvalid naming every problem, not just the first,
-    so a bad job is failed with a `last_error` the producer can act on."""
+    so a bad job is failed with a `last_error` the producer can act on.
+
+    With `public_base_url` (the launcher's), an answer_url must be https unless `local` (the local stack),
+    and may not name this API's /hangup or /machine."""
     from chalicelib.calls import schedule
 
     problems: list[str] = []
@@ -128,7 +139,13 @@ def validate_job(job: Mapping[str, Any]) -> dict[str, Any]:
     answer_url = job.get("answer_url")
     if answer_url not in (None, ""):
         if not isinstance(answer_url, str) or not _URL.fullmatch(answer_url):
-            problems.append(f"answer_url {answer_url!r} must be an http(s) URL")
+            problems.append(f"answer_url {_shown(answer_url)} must be an http(s) URL")
+        elif public_base_url and not local and not answer_url.lower().startswith("https://"):
+            problems.append(f"answer_url {_shown(answer_url)} must be an https URL")
+        elif public_base_url and _own_callback(answer_url, public_base_url):
+            problems.append(
+                f"answer_url {_shown(answer_url)} may not point at this API's /hangup or /machine"
+            )
         else:
             clean["answer_url"] = answer_url
     answer_method = job.get("answer_method")
@@ -163,7 +180,11 @@ def validate_job(job: Mapping[str, Any]) -> dict[str, Any]:
             problems.append("caller_name must be text of at most 50 characters")
         else:
             clean["caller_name"] = caller_name
-    for field, unit in (("max_attempts", ""), ("ring_timeout", " of seconds"), ("time_limit", " of seconds")):
+    numbers = number_problems(job)
+    problems.extend(numbers)
+    if not numbers and job.get("max_attempts") not in (None, ""):
+        clean["max_attempts"] = whole_number(job["max_attempts"])
+    for field, unit in (("ring_timeout", " of seconds"), ("time_limit", " of seconds")):
         value = job.get(field)
         if value not in (None, ""):
             number = whole_number(value)
@@ -229,9 +250,53 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def build_call_body(job: Mapping[str, Any], public_base_url: str) -> dict[str, Any]:
+def number_problems(job: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the numbers the launcher counts with (`attempts`, `due_at`, `max_attempts`):
+    a producer may have written anything, and a claim cannot count on a string or a fraction."""
+    problems: list[str] = []
+    attempts = job.get("attempts")
+    if attempts is not None:
+        number = whole_number(attempts)
+        if number is None or not 0 <= number <= MAX_NUMBER or isinstance(attempts, str):
+            problems.append(f"attempts {_shown(attempts)} must be a whole number from 0 to {MAX_NUMBER}")
+    max_attempts = job.get("max_attempts")
+    if max_attempts not in (None, ""):
+        number = whole_number(max_attempts)
+        if number is None or not 1 <= number <= MAX_NUMBER:
+            problems.append(
+                f"max_attempts {_shown(max_attempts)} must be a whole number from 1 to {MAX_NUMBER}"
+            )
+    due_at = job.get("due_at")
+    if due_at is not None and not _epoch(due_at):
+        problems.append(f"due_at {_shown(due_at)} must be a number of epoch seconds from 0 to {MAX_EPOCH}")
+    return problems
+
+
+def _epoch(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        return False
+    try:
+        return math.isfinite(value) and 0 <= value <= MAX_EPOCH
+    except (ArithmeticError, TypeError, ValueError):
+        return False
+
+
+def _own_callback(url: str, public_base_url: str) -> bool:
+    """Does `url` name one of this API's callback routes (its /hangup or /machine, however spelt)?"""
+    target, base = urlsplit(url), urlsplit(public_base_url)
+    if (target.hostname or "").lower().rstrip(".") != (base.hostname or "").lower().rstrip("."):
+        return False
+    path = re.sub(r"/+", "/", unquote(target.path)).lower().rstrip("/")
+    prefix = re.sub(r"/+", "/", unquote(base.path)).lower().rstrip("/")
+    if prefix and not path.startswith(prefix + "/"):
+        return False
+    rest = path[len(prefix) :]
+    return any(rest == own or rest.startswith(own + "/") for own in OWN_CALLBACK_PATHS)
+
+
+def build_call_body(job: Mapping[str, Any], public_base_url: str, *, local: bool = False) -> dict[str, Any]:
     """Validate the job (validate_job) and build the Call API body."""
-    clean = validate_job(job)
+    clean = validate_job(job, public_base_url, local=local)
     body: dict[str, Any] = dict(SDK_DEFAULTS)
     for field in ("caller_name", "ring_timeout", "time_limit", "machine_detection"):
         if field in clean:

@@ -9,14 +9,75 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 if TYPE_CHECKING:
     from boto3.resources.base import ServiceResource
 
 STATUS_INDEX = "status-due_at-index"
 MAX_KEY_BYTES = 2048  # DynamoDB's limit for a partition key value
-STATUSES = ("pending", "dialing", "placed", "completed", "failed", "cancelled", "unknown")
+
+
+class JobStatus(StrEnum):
+    """A job's `status` (SPEC "Call jobs"): pending → dialing → placed → completed, or a terminal one."""
+
+    PENDING = "pending"
+    DIALING = "dialing"
+    PLACED = "placed"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+
+STATUSES: tuple[str, ...] = tuple(status.value for status in JobStatus)
+
+# A job as the repository hands it out (DynamoDB's Decimals already plain). Producers may write any of the
+# optional fields with any type: `call_body.validate_job` checks them before a dial, so code that reads a
+# producer-written field treats its value as unchecked. `request_uuids` / `call_uuids` map each attempt
+# number (as text) to that attempt's Plivo ids: the hangup callback uses them to tell the current
+# attempt's callback from a late or replayed one of an earlier attempt.
+Job = TypedDict(
+    "Job",
+    {
+        "call_id": str,
+        "status": str,
+        "due_at": float,
+        "to": str,
+        "from": str,
+        "headers": dict[str, Any],
+        "answer_url": str,
+        "answer_method": str,
+        "tz": str,
+        "window": str,
+        "max_attempts": int,
+        "caller_name": str,
+        "ring_timeout": int,
+        "time_limit": int,
+        "machine_detection": str,
+        "attempts": int,
+        "transient_errors": int,
+        "request_uuid": str,
+        "request_uuids": dict[str, str],
+        "call_uuids": dict[str, str],
+        "api_id": str,
+        "call_uuid": str,
+        "outcome": str,
+        "hangup_cause": str,
+        "duration": int,
+        "last_error": str,
+        "created_at": float,
+        "updated_at": float,
+        "claimed_at": float,
+    },
+    total=False,
+)
+
+
+def as_job(item: Any) -> Job:
+    """A DynamoDB item (Decimals and all) as a Job."""
+    return cast(Job, plain(item))
 
 
 class JobError(Exception):
@@ -59,11 +120,11 @@ def _dynamo(value: Any) -> Any:
     return value
 
 
-def _pages(operation: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _pages(operation: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> Iterator[Job]:
     """Every item of a paginated Scan or Query, one page in memory at a time."""
     while True:
         page = operation(**kwargs)
-        yield from (plain(i) for i in page.get("Items", []))
+        yield from (as_job(i) for i in page.get("Items", []))
         if "LastEvaluatedKey" not in page:
             return
         kwargs = {**kwargs, "ExclusiveStartKey": page["LastEvaluatedKey"]}
@@ -82,45 +143,46 @@ class JobRepository:
     """Call jobs stored in the table `table` (a boto3 DynamoDB Table resource)."""
 
     def __init__(self, table: ServiceResource, clock: Callable[[], float] = time.time) -> None:
-        self.table = table
+        self.table: Any = table
         self.clock = clock
 
     # --- producers and the CLI -------------------------------------------------------------------
 
-    def add(self, item: Mapping[str, Any]) -> dict[str, Any]:
+    def add(self, item: Mapping[str, Any]) -> Job:
         """Store a new job (status `pending` unless given); JobExists if its call_id is taken."""
         job = dict(item)
         if not job.get("call_id"):
             raise JobError("call_id is required")
         if not storable_id(job["call_id"]):
             raise JobError(f"call_id must be text of at most {MAX_KEY_BYTES} bytes")
-        job.setdefault("status", "pending")
+        job.setdefault("status", JobStatus.PENDING.value)
         job.setdefault("due_at", self.clock())
         job.setdefault("attempts", 0)
         job.setdefault("created_at", self.clock())
         if job["status"] not in STATUSES:
             raise JobError(f"status {job['status']!r} is not one of {', '.join(STATUSES)}")
+        job["status"] = str(job["status"])
         try:
             self.table.put_item(Item=_dynamo(job), ConditionExpression="attribute_not_exists(call_id)")
         except self._conditional_failed():
             raise JobExists(f"job {job['call_id']!r} already exists") from None
-        return plain(_dynamo(job))
+        return as_job(_dynamo(job))
 
-    def get(self, call_id: str) -> dict[str, Any] | None:
+    def get(self, call_id: str) -> Job | None:
         """The job, or None — also for an id no DynamoDB key can hold (empty, over 2048 bytes)."""
         if not storable_id(call_id):
             return None
         item = self.table.get_item(Key={"call_id": call_id}, ConsistentRead=True).get("Item")
-        return plain(item) if item else None
+        return as_job(item) if item else None
 
-    def list(self, status: str | None = None) -> Iterator[dict[str, Any]]:
+    def list(self, status: str | None = None) -> Iterator[Job]:
         """Every job (a Scan, for the CLI), or those with `status` oldest-due first (a GSI Query)."""
         if status is None:
             yield from _pages(self.table.scan, {})
             return
         yield from self.query_status(status)
 
-    def cancel(self, call_id: str) -> dict[str, Any]:
+    def cancel(self, call_id: str) -> Job:
         """pending → cancelled; JobNotFound or JobStateError (naming the current status) otherwise."""
         if not storable_id(call_id):
             raise JobNotFound(f"job {call_id!r} does not exist")
@@ -131,8 +193,8 @@ class JobRepository:
                 ConditionExpression="#s = :pending",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
-                    ":cancelled": "cancelled",
-                    ":pending": "pending",
+                    ":cancelled": JobStatus.CANCELLED.value,
+                    ":pending": JobStatus.PENDING.value,
                     ":now": _num(self.clock()),
                 },
                 ReturnValues="ALL_NEW",
@@ -144,17 +206,17 @@ class JobRepository:
             raise JobStateError(
                 f"job {call_id!r} is {current.get('status')}; only pending jobs can be cancelled"
             ) from None
-        return plain(reply["Attributes"])
+        return as_job(reply["Attributes"])
 
     # --- the launcher ----------------------------------------------------------------------------
 
     def query_status(
         self, status: str, due_before: float | None = None, page_size: int = 100
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[Job]:
         """Jobs in `status` (due by `due_before`), oldest first, one GSI page in memory at a time."""
         from boto3.dynamodb.conditions import Key
 
-        condition = Key("status").eq(status)
+        condition = Key("status").eq(str(status))
         if due_before is not None:
             condition = condition & Key("due_at").lte(_num(due_before))
         kwargs: dict[str, Any] = {
@@ -165,32 +227,49 @@ class JobRepository:
         }
         yield from _pages(self.table.query, kwargs)
 
-    def claim(self, call_id: str, now: float) -> dict[str, Any] | None:
-        """pending (and due) → dialing, counting the attempt; the fresh item, or None if another run won."""
+    def claim(self, call_id: str, now: float) -> Job | None:
+        """pending (and due) → dialing, counting the attempt; the fresh item, or None if another run won
+        or the stored `attempts` is not a number (ADD would refuse it; `fail_pending` settles such a job)."""
         try:
             reply = self.table.update_item(
                 Key={"call_id": call_id},
                 UpdateExpression="SET #s = :dialing, updated_at = :now, claimed_at = :now ADD attempts :one",
-                ConditionExpression="#s = :pending AND due_at <= :now",
+                ConditionExpression="#s = :pending AND due_at <= :now "
+                "AND (attribute_not_exists(attempts) OR attribute_type(attempts, :number))",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
-                    ":dialing": "dialing",
-                    ":pending": "pending",
+                    ":dialing": JobStatus.DIALING.value,
+                    ":pending": JobStatus.PENDING.value,
                     ":now": _num(now),
                     ":one": 1,
+                    ":number": "N",
                 },
                 ReturnValues="ALL_NEW",
             )
         except self._conditional_failed():
             return None
-        return plain(reply["Attributes"])
+        return as_job(reply["Attributes"])
+
+    def fail_pending(self, call_id: str, now: float, last_error: str) -> bool:
+        """pending → failed without a claim: a job whose stored numbers no claim can count."""
+        return self._conditional_update(
+            call_id,
+            "SET #s = :failed, updated_at = :now, last_error = :err",
+            "#s = :pending",
+            {
+                ":failed": JobStatus.FAILED.value,
+                ":pending": JobStatus.PENDING.value,
+                ":now": _num(now),
+                ":err": last_error[:1000],
+            },
+        )
 
     def release(
         self,
         call_id: str,
         now: float,
         *,
-        status: str,
+        status: JobStatus,
         due_at: float | None = None,
         last_error: str | None = None,
         count_attempt: bool = False,
@@ -199,7 +278,11 @@ class JobRepository:
         """dialing → `status` (pending/failed/unknown). Unless the request may have reached Plivo
         (`count_attempt`), the attempt the claim counted is given back."""
         sets = ["#s = :status", "updated_at = :now"]
-        values: dict[str, Any] = {":status": status, ":now": _num(now), ":dialing": "dialing"}
+        values: dict[str, Any] = {
+            ":status": str(status),
+            ":now": _num(now),
+            ":dialing": JobStatus.DIALING.value,
+        }
         adds = []
         if due_at is not None:
             sets.append("due_at = :due")
@@ -219,29 +302,48 @@ class JobRepository:
         expression = "SET " + ", ".join(sets) + (" ADD " + ", ".join(adds) if adds else "")
         return self._conditional_update(call_id, expression, "#s = :dialing", values)
 
-    def mark_placed(self, call_id: str, now: float, request_uuid: str | None, api_id: str | None) -> bool:
-        """dialing → placed with Plivo's ids. If a hangup callback already moved the job on, only the
-        ids are recorded (the callback's state wins)."""
-        values = {
-            ":placed": "placed",
+    def mark_placed(
+        self,
+        call_id: str,
+        now: float,
+        request_uuid: str | None,
+        api_id: str | None,
+        *,
+        attempt: int,
+        request_uuids: Mapping[str, str] | None = None,
+    ) -> bool:
+        """dialing → placed with Plivo's ids, recorded as attempt `attempt`'s (`request_uuids`: the
+        claimed job's map of earlier attempts). If a hangup callback already moved the job on, only the
+        ids are recorded (the callback's state wins), and only while the job is still on this attempt:
+        a slow reply never overwrites a later attempt's ids."""
+        uuid = request_uuid or ""
+        known = {str(k): str(v) for k, v in (request_uuids or {}).items()}
+        if uuid:
+            known[str(attempt)] = uuid
+        values: dict[str, Any] = {
+            ":placed": JobStatus.PLACED.value,
             ":now": _num(now),
-            ":dialing": "dialing",
-            ":uuid": request_uuid or "",
+            ":dialing": JobStatus.DIALING.value,
+            ":uuid": uuid,
+            ":uuids": known,
             ":api": api_id or "",
+            ":attempt": attempt,
         }
         done = self._conditional_update(
             call_id,
-            "SET #s = :placed, updated_at = :now, request_uuid = :uuid, api_id = :api, "
-            "transient_errors = :zero REMOVE last_error",
-            "#s = :dialing",
+            "SET #s = :placed, updated_at = :now, request_uuid = :uuid, request_uuids = :uuids, "
+            "api_id = :api, transient_errors = :zero REMOVE last_error",
+            "#s = :dialing AND attempts = :attempt",
             {**values, ":zero": 0},
         )
         if not done:
             del values[":placed"], values[":dialing"]
+            # A callback of this attempt may have got here first; it wrote the same id for this attempt
+            # and nothing else in request_uuids, so writing the claimed map plus this id loses nothing.
             self._conditional_update(
                 call_id,
-                "SET request_uuid = :uuid, api_id = :api, updated_at = :now",
-                "attribute_exists(call_id)",
+                "SET request_uuid = :uuid, request_uuids = :uuids, api_id = :api, updated_at = :now",
+                "attempts = :attempt",
                 values,
             )
         return done
@@ -253,10 +355,10 @@ class JobRepository:
             "SET #s = :unknown, updated_at = :now, last_error = :err",
             "#s = :dialing AND (attribute_not_exists(updated_at) OR updated_at <= :cutoff)",
             {
-                ":unknown": "unknown",
+                ":unknown": JobStatus.UNKNOWN.value,
                 ":now": _num(now),
                 ":err": message,
-                ":dialing": "dialing",
+                ":dialing": JobStatus.DIALING.value,
                 ":cutoff": _num(cutoff),
             },
         )
@@ -273,11 +375,11 @@ class JobRepository:
     ) -> bool:
         """Apply a hangup's changes only if the job is still as read (status and attempts)."""
         names = {"#s": "status"}
-        values: dict[str, Any] = {":expected": expected_status, ":attempts": expected_attempts}
+        values: dict[str, Any] = {":expected": str(expected_status), ":attempts": expected_attempts}
         sets = []
         for index, (field, value) in enumerate(changes.items()):
             names[f"#f{index}"] = field
-            values[f":v{index}"] = _dynamo(value)
+            values[f":v{index}"] = _dynamo(str(value) if isinstance(value, StrEnum) else value)
             sets.append(f"#f{index} = :v{index}")
         expression = "SET " + ", ".join(sets)
         if remove:
@@ -318,5 +420,5 @@ class JobRepository:
             return False
         return True
 
-    def _conditional_failed(self):
-        return self.table.meta.client.exceptions.ConditionalCheckFailedException
+    def _conditional_failed(self) -> type[Exception]:
+        return cast("type[Exception]", self.table.meta.client.exceptions.ConditionalCheckFailedException)

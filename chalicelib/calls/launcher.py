@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib import logs
 from chalicelib.calls import plivo_api, schedule
-from chalicelib.calls.call_body import JobInvalid, build_call_body, whole_number
+from chalicelib.calls.call_body import JobInvalid, build_call_body, number_problems, whole_number
+from chalicelib.calls.jobs import Job, JobStatus
+from chalicelib.calls.plivo_api import Outcome
 from chalicelib.logs import log
 from chalicelib.settings import Settings
 
@@ -58,7 +60,7 @@ class RateLimiter:
         cold_start: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-    ):
+    ) -> None:
         if cps >= 1:
             self.capacity, self.period = int(cps), 1.0 + margin
         else:
@@ -111,6 +113,27 @@ class RateLimiter:
         return wait
 
 
+def config_problems(settings: Settings) -> list[str]:
+    """The launcher's settings that cannot work, one readable sentence each (empty when all can). A bad
+    setting would fail every job alike, so the run stops instead and the jobs wait for the fix."""
+    problems: list[str] = []
+    if not settings.public_base_url:
+        problems.append("PUBLIC_BASE_URL is not set")
+    elif not settings.public_base_url.lower().startswith(("https://", "http://")):
+        problems.append(f"PUBLIC_BASE_URL {settings.public_base_url!r} is not an http(s) URL")
+    for name, check, value in (
+        ("CALL_WINDOW", schedule.parse_window, settings.call_window),
+        ("DEFAULT_TZ", schedule.zone, settings.default_tz),
+    ):
+        try:
+            check(value)
+        except schedule.WindowError as exc:
+            problems.append(f"{name}: {exc}")
+    if not settings.retry_delays:
+        problems.append("RETRY_DELAYS is empty")
+    return problems
+
+
 def worker_count(cps: float) -> int:
     """Enough workers to keep CPS starts going while each waits EXPECTED_LATENCY for Plivo, bounded."""
     return max(2, min(MAX_WORKERS, math.ceil(cps * EXPECTED_LATENCY) + 2))
@@ -143,7 +166,9 @@ class Launcher:
         self.stale_after = stale_after
         self.page_size = page_size
         self.limiter = limiter or RateLimiter(settings.plivo_cps)
-        self.public_base_url = settings.require("public_base_url")
+        self.problems = config_problems(settings)
+        self.public_base_url = settings.public_base_url or ""
+        self.local = settings.local_stage
         self.counts: Counter[str] = Counter({key: 0 for key in SUMMARY_KEYS})
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -174,6 +199,12 @@ class Launcher:
 
     def _run(self) -> dict[str, int]:
         started = self.clock()
+        problems = self.problems + self._time_problems()
+        if problems:
+            # One ERROR, no job touched: the operator fixes the setting and the next run dials them all.
+            self.stop_reason = "configuration error"
+            log.error("launcher configuration error; no job touched", cause="; ".join(problems))
+            return {key: 0 for key in SUMMARY_KEYS}
         self._expire_stale(started)
         self.plivo.ensure_pool(self.workers)
         slots = threading.Semaphore(self.workers)
@@ -200,18 +231,38 @@ class Launcher:
             )
         return summary
 
+    def _time_problems(self) -> list[str]:
+        """A run that could not dial even one call in the time it has (PLIVO_CPS far too low for the Lambda
+        timeout, or a timeout far too short) is a configuration error, not a quiet empty run."""
+        if self.remaining_ms is not None:  # a rate-limit wait, the request and the write must fit
+            available, what = self.remaining_ms() / 1000.0, "the Lambda's remaining time"
+            needed = self.reserve_ms / 1000.0
+        elif self.run_budget is not None:  # the rate-limit wait alone must fit
+            available, what = self.run_budget, "the run budget"
+            needed = self.workers / self.settings.plivo_cps
+        else:
+            return []
+        if needed <= available:
+            return []
+        return [
+            f"PLIVO_CPS {self.settings.plivo_cps:g} with {self.workers} workers needs {needed:.1f} s for one "
+            f"call, more than {what} ({available:.1f} s)"
+        ]
+
     def _pass(self, pool: ThreadPoolExecutor, slots: threading.Semaphore, started: float) -> int:
         """Hand every due pending job to the workers; how many were handed out."""
         handed = 0
         try:
-            for item in self.repo.query_status("pending", due_before=started, page_size=self.page_size):
+            for item in self.repo.query_status(
+                JobStatus.PENDING, due_before=started, page_size=self.page_size
+            ):
                 if self._should_stop(started):
                     return 0
                 slots.acquire()
                 if self._should_stop(started):
                     slots.release()
                     return 0
-                pool.submit(self._handle_slot, item["call_id"], started, slots)
+                pool.submit(self._handle_slot, item, started, slots)
                 handed += 1
         except Exception as exc:  # noqa: BLE001 - DynamoDB refused a page: finish what is claimed, report, stop
             log.error(
@@ -231,13 +282,15 @@ class Launcher:
             self._halt("run budget used")
         return self._stop.is_set()
 
-    def _halt(self, reason: str, error: bool = False) -> None:
+    def _halt(self, reason: str, error: bool = False) -> bool:
+        """Stop claiming; True for the call that stopped the run (the others find it stopped)."""
         with self._lock:
             if self._stop.is_set():
-                return
+                return False
             self.stop_reason = reason
             self._stop.set()
         (log.error if error else log.info)("launcher stops claiming jobs", reason=reason)
+        return True
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -245,9 +298,10 @@ class Launcher:
 
     # --- one job ---------------------------------------------------------------------------------
 
-    def _handle_slot(self, call_id: str, started: float, slots: threading.Semaphore) -> None:
+    def _handle_slot(self, item: Job, started: float, slots: threading.Semaphore) -> None:
+        call_id = item["call_id"]
         try:
-            self._handle(call_id, started)
+            self._handle(item, started)
         except Exception as exc:  # noqa: BLE001 - one job's trouble never ends the pass; the sweep settles a stuck job
             self._count("skipped")
             log.error(
@@ -258,10 +312,19 @@ class Launcher:
         finally:
             slots.release()
 
-    def _handle(self, call_id: str, started: float) -> None:
+    def _handle(self, item: Job, started: float) -> None:
         if self._stop.is_set():
             return
         self._count("due")
+        call_id = item["call_id"]
+        problem = self._count_problem(item)
+        if problem:  # before the claim: it cannot count a string, and must never dial past max_attempts
+            if self.repo.fail_pending(call_id, self.clock(), f"invalid job: {problem}"):
+                self._count("failed")
+                log.warning("invalid job not dialled", call_id=call_id, cause=problem)
+            else:
+                self._count("skipped")
+            return
         job = self.repo.claim(call_id, self.clock())
         if job is None:
             self._count("skipped")  # another run took it, or it changed since the query
@@ -270,29 +333,51 @@ class Launcher:
         window = job.get("window") or self.settings.call_window
         tz = job.get("tz") or self.settings.default_tz
         try:
-            body = build_call_body(job, self.public_base_url)  # checks the job's own window and tz too
+            # checks the job's own window and tz too
+            body = build_call_body(job, self.public_base_url, local=self.local)
             opening = schedule.next_opening(window, tz, now)
+            problem = self._count_problem(job, claimed=True)
+            if problem:
+                raise JobInvalid(problem)
         except (schedule.WindowError, JobInvalid) as exc:
-            self._finish(call_id, "failed", "failed", last_error=f"invalid job: {exc}")
+            self._finish(call_id, "failed", JobStatus.FAILED, last_error=f"invalid job: {exc}")
             log.warning("invalid job not dialled", call_id=call_id, cause=str(exc))
             return
         if opening > now:
-            self._finish(call_id, "deferred", "pending", due_at=opening)
+            self._finish(call_id, "deferred", JobStatus.PENDING, due_at=opening)
             return
         prepared = self.plivo.prepare_call(body)
         if self._stop.is_set() or not self.limiter.acquire(self._stop):
-            self._finish(call_id, "skipped", "pending")
+            self._finish(call_id, "skipped", JobStatus.PENDING)
             return
         result = self.plivo.create_call(prepared=prepared)
         self._record(call_id, job, result)
 
-    def _record(self, call_id: str, job: dict[str, Any], result: plivo_api.CallResult) -> None:
+    def _count_problem(self, job: Job, claimed: bool = False) -> str | None:
+        """What forbids counting another attempt on this job: malformed numbers, or no attempt left."""
+        problems = number_problems(job)
+        if problems:
+            return "; ".join(problems)
+        attempts = whole_number(job.get("attempts")) or 0
+        limit = whole_number(job.get("max_attempts")) or self.settings.max_attempts
+        if attempts + (0 if claimed else 1) > limit:
+            return f"attempts {attempts} leaves no attempt of max_attempts {limit}"
+        return None
+
+    def _record(self, call_id: str, job: Job, result: plivo_api.CallResult) -> None:
         now = self.clock()
-        fields = {"call_id": call_id, "http_status": result.status}
-        if result.outcome == plivo_api.PLACED:
+        fields: dict[str, Any] = {"call_id": call_id, "http_status": result.status}
+        if result.outcome == Outcome.PLACED:
             self._count("placed")
             try:
-                self.repo.mark_placed(call_id, now, result.request_uuid, result.api_id)
+                self.repo.mark_placed(
+                    call_id,
+                    now,
+                    result.request_uuid,
+                    result.api_id,
+                    attempt=whole_number(job.get("attempts")) or 0,
+                    request_uuids=job.get("request_uuids"),
+                )
             except Exception as exc:  # noqa: BLE001 - the call exists: never release it for another dial
                 log.error(
                     "call placed but not recorded; a later run marks it unknown",
@@ -307,11 +392,11 @@ class Launcher:
                 api_id=result.api_id,
                 **fields,
             )
-        elif result.outcome == plivo_api.RETRY:
+        elif result.outcome == Outcome.RETRY:
             errors = (whole_number(job.get("transient_errors")) or 0) + 1
             if errors >= schedule.MAX_TRANSIENT_ERRORS:  # Plivo keeps refusing this one: stop cycling
                 message = f"gave up after {errors} transient errors in a row: {result.error}"
-                self._finish(call_id, "failed", "failed", last_error=message, transient_error=True)
+                self._finish(call_id, "failed", JobStatus.FAILED, last_error=message, transient_error=True)
                 log.error(
                     "call not placed, giving up",
                     cause=result.error,
@@ -321,7 +406,12 @@ class Launcher:
                 return
             due = now + schedule.transient_delay(errors)
             self._finish(
-                call_id, "deferred", "pending", due_at=due, last_error=result.error, transient_error=True
+                call_id,
+                "deferred",
+                JobStatus.PENDING,
+                due_at=due,
+                last_error=result.error,
+                transient_error=True,
             )
             log.warning(
                 "call not placed, will retry",
@@ -329,18 +419,27 @@ class Launcher:
                 due_at=round(due),
                 **fields,
             )
-        elif result.outcome == plivo_api.UNKNOWN:
-            self._finish(call_id, "unknown", "unknown", last_error=result.error, count_attempt=True)
+        elif result.outcome == Outcome.UNKNOWN:
+            self._finish(call_id, "unknown", JobStatus.UNKNOWN, last_error=result.error, count_attempt=True)
             log.error("call may or may not be placed", cause=result.error, **fields)
-        elif result.outcome == plivo_api.AUTH_ERROR:
-            self._finish(call_id, "skipped", "pending", last_error=result.error)
+        elif result.outcome == Outcome.AUTH_ERROR:
+            self._finish(call_id, "skipped", JobStatus.PENDING, last_error=result.error)
             self._halt("Plivo rejected the credentials (401)", error=True)
             log.error("Plivo authentication failed; run stopped", cause=result.error, **fields)
+        elif result.outcome == Outcome.CONFIG_ERROR:
+            # PLIVO_API_URL is wrong for every job: stop at the first such reply, fail nothing.
+            self._finish(call_id, "skipped", JobStatus.PENDING)
+            if self._halt(f"PLIVO_API_URL is not Plivo's Call API (HTTP {result.status})"):
+                log.error(
+                    "launcher configuration error; run stopped",
+                    cause=f"PLIVO_API_URL {self.plivo.base_url} answered: {result.error}",
+                    **fields,
+                )
         else:
-            self._finish(call_id, "failed", "failed", last_error=result.error)
+            self._finish(call_id, "failed", JobStatus.FAILED, last_error=result.error)
             log.warning("call rejected by Plivo", cause=result.error, **fields)
 
-    def _finish(self, call_id: str, counter: str, status: str, **changes: Any) -> None:
+    def _finish(self, call_id: str, counter: str, status: JobStatus, **changes: Any) -> None:
         self.repo.release(call_id, self.clock(), status=status, **changes)
         self._count(counter)
 
@@ -354,7 +453,7 @@ class Launcher:
 
     def _expire_stale_jobs(self, now: float) -> None:
         cutoff = now - self.stale_after
-        for job in self.repo.query_status("dialing", page_size=self.page_size):
+        for job in self.repo.query_status(JobStatus.DIALING, page_size=self.page_size):
             claimed = job.get("updated_at", job.get("due_at", 0))
             if claimed > cutoff:
                 continue

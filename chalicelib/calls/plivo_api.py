@@ -8,23 +8,30 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from requests import PreparedRequest
+    from requests import PreparedRequest, Response, Session
 
-PLACED = "placed"
-RETRY = "retry"
-UNKNOWN = "unknown"
-FAILED = "failed"
-AUTH_ERROR = "auth_error"
+
+class Outcome(StrEnum):
+    """What one Call API request did, as far as callflow can tell (SPEC "The launcher")."""
+
+    PLACED = "placed"  # 2xx: Plivo has the call
+    RETRY = "retry"  # 429, 5xx, or refused before sending: no call, try again later
+    UNKNOWN = "unknown"  # sent, no answer: a call may exist
+    FAILED = "failed"  # 400/403: Plivo refused this job
+    AUTH_ERROR = "auth_error"  # 401: the credentials are wrong for every job
+    CONFIG_ERROR = "config_error"  # 3xx or 404: PLIVO_API_URL is not Plivo's Call API, for every job
+
 
 SUCCESS = (200, 201, 202)
 
 
 @dataclass(frozen=True)
 class CallResult:
-    outcome: str
+    outcome: Outcome
     status: int | None = None
     request_uuid: str | None = None
     api_id: str | None = None
@@ -65,7 +72,7 @@ class PlivoClient:
         """Longest one request can take: what a caller must keep in reserve before starting one."""
         return self.connect_timeout + self.read_timeout
 
-    def _new_session(self):
+    def _new_session(self) -> Session:
         import requests
 
         session = requests.Session()
@@ -111,17 +118,17 @@ class PlivoClient:
                 allow_redirects=False,
             )
         except requests.exceptions.ConnectTimeout:
-            return CallResult(RETRY, error="connect timeout: request not sent")
+            return CallResult(Outcome.RETRY, error="connect timeout: request not sent")
         except requests.exceptions.ReadTimeout:
-            return CallResult(UNKNOWN, error=f"no reply within {self.read_timeout:g} s after sending")
+            return CallResult(Outcome.UNKNOWN, error=f"no reply within {self.read_timeout:g} s after sending")
         except requests.exceptions.SSLError as exc:
-            return CallResult(RETRY, error=f"TLS handshake failed: {_short(exc)}")
+            return CallResult(Outcome.RETRY, error=f"TLS handshake failed: {_short(exc)}")
         except requests.exceptions.ConnectionError as exc:
             if _never_connected(exc):
-                return CallResult(RETRY, error=f"connection failed before sending: {_short(exc)}")
-            return CallResult(UNKNOWN, error=f"connection lost after sending: {_short(exc)}")
+                return CallResult(Outcome.RETRY, error=f"connection failed before sending: {_short(exc)}")
+            return CallResult(Outcome.UNKNOWN, error=f"connection lost after sending: {_short(exc)}")
         except requests.exceptions.RequestException as exc:
-            return CallResult(UNKNOWN, error=f"request error: {_short(exc)}")
+            return CallResult(Outcome.UNKNOWN, error=f"request error: {_short(exc)}")
         return classify(response.status_code, _json(response), response.text)
 
 
@@ -131,17 +138,21 @@ def classify(status: int, payload: dict[str, Any], text: str = "") -> CallResult
         uuid = payload.get("request_uuid")
         if isinstance(uuid, list):
             uuid = ",".join(str(u) for u in uuid)
-        return CallResult(PLACED, status, uuid, payload.get("api_id"))
+        return CallResult(Outcome.PLACED, status, uuid, payload.get("api_id"))
     error = payload.get("error") or payload.get("message") or text.strip()[:200] or "no details"
     message = f"Plivo HTTP {status}: {error}"
     if status == 401:
-        return CallResult(AUTH_ERROR, status, api_id=payload.get("api_id"), error=message)
+        return CallResult(Outcome.AUTH_ERROR, status, api_id=payload.get("api_id"), error=message)
+    if 300 <= status < 400 or status == 404:
+        # The Call API never redirects, and its URL exists for every well-formed request: a redirect or
+        # a 404 means PLIVO_API_URL points somewhere else, and every other job would get the same.
+        return CallResult(Outcome.CONFIG_ERROR, status, api_id=payload.get("api_id"), error=message)
     if status == 429 or status >= 500:
-        return CallResult(RETRY, status, api_id=payload.get("api_id"), error=message)
-    return CallResult(FAILED, status, api_id=payload.get("api_id"), error=message)
+        return CallResult(Outcome.RETRY, status, api_id=payload.get("api_id"), error=message)
+    return CallResult(Outcome.FAILED, status, api_id=payload.get("api_id"), error=message)
 
 
-def _json(response) -> dict[str, Any]:
+def _json(response: Response) -> dict[str, Any]:
     try:
         data = response.json()
     except ValueError:

@@ -136,6 +136,6 @@ def transient_delay(
     errors: int, rand: random.Random | None = None, base: float = TRANSIENT_BASE, cap: float = TRANSIENT_CAP
 ) -> float:
     """Backoff after the `errors`-th 429/5xx/refused in a row: exponential, capped, "equal jitter"."""
-    exp = min(cap, base * (2 ** max(errors - 1, 0)))
+    exp: float = min(cap, base * 2.0 ** max(errors - 1, 0))
     r = (rand or random).random()
     return exp / 2 + r * exp / 2

@@ -119,7 +119,7 @@ def test_callback_before_the_launcher_wrote_placed(repo, settings):
     repo.add(make_job("d", status="dialing", attempts=1))
     record_hangup(repo, settings, "d", hangup_params("busy"), NOW)
     assert repo.get("d")["status"] == "pending"
-    assert not repo.mark_placed("d", NOW + 1, "req-1", "api-1")
+    assert not repo.mark_placed("d", NOW + 1, "req-1", "api-1", attempt=1)
     assert repo.get("d")["status"] == "pending" and repo.get("d")["request_uuid"] == "req-1"
 
 

@@ -78,7 +78,7 @@ def test_mark_placed_does_not_undo_a_faster_hangup(repo):
     repo.add(make_job("a", due_at=1))
     repo.claim("a", 10)
     assert repo.record_outcome("a", "dialing", 1, {"status": "completed", "outcome": "completed"})
-    assert not repo.mark_placed("a", 12, "req-1", "api-1")
+    assert not repo.mark_placed("a", 12, "req-1", "api-1", attempt=1)
     job = repo.get("a")
     assert (job["status"], job["request_uuid"], job["api_id"]) == ("completed", "req-1", "api-1")
 

@@ -119,7 +119,13 @@ def test_stored_malformed_max_attempts_falls_back_to_the_setting(repo, monkeypat
             repo,
             settings,
             "old",
-            {"CallUUID": "c1", "RequestUUID": "req-1", "CallStatus": "busy", "HangupCause": "USER_BUSY"},
+            {
+                "CallUUID": "c1",
+                "RequestUUID": "req-1",
+                "CallStatus": "busy",
+                "HangupCause": "USER_BUSY",
+                "Event": "Hangup",
+            },
             1e9,
         )
     finally:

@@ -46,8 +46,16 @@ def hangup(
 
 def dial(call_id: str, request_uuid: str) -> None:
     """The launcher's attempt: claim, then Plivo's 201 recorded."""
-    assert repo().claim(call_id, time.time()) is not None
-    assert repo().mark_placed(call_id, time.time(), request_uuid, f"api-{request_uuid}")
+    job = repo().claim(call_id, time.time())
+    assert job is not None
+    assert repo().mark_placed(
+        call_id,
+        time.time(),
+        request_uuid,
+        f"api-{request_uuid}",
+        attempt=job["attempts"],
+        request_uuids=job.get("request_uuids"),
+    )
 
 
 def new_job(call_id: str, **fields) -> None:
@@ -144,7 +152,7 @@ def test_late_callback_of_an_earlier_attempt_while_the_next_is_dialing():
     hangup("late-dialing", "r1", "busy")  # the re-delivered callback of attempt 1
     assert repo().get("late-dialing")["status"] == "dialing", "an earlier attempt's callback moved the job"
 
-    assert repo().mark_placed("late-dialing", time.time(), "r2", "api-r2")
+    assert repo().mark_placed("late-dialing", time.time(), "r2", "api-r2", attempt=2)
     hangup("late-dialing", "r2", "completed", duration=20)
     job = repo().get("late-dialing")
     assert job["status"] == "completed" and job["request_uuid"] == "r2" and job["attempts"] == 2, job
@@ -176,7 +184,7 @@ def test_callback_before_the_launcher_records_the_call():
     assert repo().claim("early", time.time()) is not None
     hangup("early", "r1", "completed", duration=3)
     assert repo().get("early")["status"] == "completed"
-    repo().mark_placed("early", time.time(), "r1", "api-r1")
+    repo().mark_placed("early", time.time(), "r1", "api-r1", attempt=1)
     job = repo().get("early")
     assert job["status"] == "completed" and job["request_uuid"] == "r1" and job["duration"] == 3
 
