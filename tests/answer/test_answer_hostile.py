@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.harness import proxy_event
 from chalicelib import resources
+from devtools.events import proxy_event
 from tests.answer.answerlib import BASE, TOKEN, signed_headers
 
 DOMAIN = BASE.split("/")[2]
