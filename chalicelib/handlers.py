@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus
 
 from chalice.app import Response
 
-from chalicelib import logs, resources, signature
+from chalicelib import logs, metrics, resources, signature
 from chalicelib.logs import log
 from chalicelib.settings import ConfigError, Settings
 
@@ -365,9 +365,12 @@ def hangup(request: Any, context: Any = None) -> Response:
 
 @logs.lambda_entry
 def launch_calls(event: Any, context: Any = None) -> dict[str, int]:
-    """The scheduled Lambda: one launcher pass that stops in time for the Lambda's deadline."""
+    """The scheduled Lambda: one launcher run that dials until shortly before the Lambda's deadline."""
     remaining = getattr(context, "get_remaining_time_in_millis", None)
-    return launch(remaining_ms=remaining)
+    try:
+        return launch(remaining_ms=remaining)
+    finally:
+        metrics.flush()
 
 
 def launch(remaining_ms: Callable[[], int] | None = None) -> dict[str, int]:
@@ -381,12 +384,19 @@ def launch(remaining_ms: Callable[[], int] | None = None) -> dict[str, int]:
             resources.plivo_client(),
             settings,
             remaining_ms=remaining_ms,
-            run_budget=RUN_BUDGET_SECONDS,
+            # In Lambda the run dials until its own deadline (the lease hands over to the next run); by
+            # hand, `callflow launch` dials for at most a scheduled run's minute.
+            run_budget=None if remaining_ms is not None else RUN_BUDGET_SECONDS,
+            campaigns=resources.campaign_store() if settings.campaigns_table else None,
+            lease=resources.dialling_lease(),
+            publisher=resources.event_publisher(),
         )
     except ConfigError as exc:  # a setting typo: one ERROR, every job left pending for the fix
         log.error("launcher configuration error; no job touched", cause=str(exc))
+        metrics.count(metrics.LAUNCHER_ERRORS)
         return dict.fromkeys(SUMMARY_KEYS, 0)
     except Exception as exc:
         log.error("launcher cannot start", cause=logs.cause(exc))
+        metrics.count(metrics.LAUNCHER_ERRORS)
         raise
     return launcher.run()

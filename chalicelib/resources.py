@@ -17,7 +17,9 @@ from chalicelib.settings import ConfigError, Settings
 if TYPE_CHECKING:
     from chalicelib.answer.store import TemplateStore
     from chalicelib.calls.campaign_store import CampaignJobs, CampaignStore
+    from chalicelib.calls.events import Publisher
     from chalicelib.calls.jobs import JobRepository
+    from chalicelib.calls.pacing import Lease
     from chalicelib.calls.plivo_api import PlivoClient
 
 
@@ -75,6 +77,27 @@ def campaign_jobs() -> CampaignJobs:
     from chalicelib.calls.campaign_store import CampaignJobs
 
     return CampaignJobs(calls_table())
+
+
+@functools.cache
+def events_client() -> Any:
+    import boto3
+
+    return boto3.client("events", config=_client_config(1.0, 3.0, 2))
+
+
+@functools.cache
+def event_publisher() -> Publisher:
+    from chalicelib.calls.events import Publisher
+
+    return Publisher(events_client(), settings().event_bus)
+
+
+def dialling_lease() -> Lease:
+    """A new holder id for every run: the lease tells runs apart, not containers."""
+    from chalicelib.calls.pacing import Lease
+
+    return Lease(calls_table())
 
 
 @functools.cache
@@ -142,6 +165,8 @@ def plivo_client() -> PlivoClient:
 def reset() -> None:
     """Forget every memoized client and setting (tests, or the CLI after it changes the environment)."""
     for getter in (
+        events_client,
+        event_publisher,
         campaigns_table,
         campaign_store,
         campaign_jobs,

@@ -69,6 +69,7 @@ class Settings:
     default_template: str | None = None
     calls_table: str | None = None
     campaigns_table: str | None = None
+    event_bus: str = "default"
     plivo_auth_id: str | None = None
     # Never in repr() or str(): a logged or printed Settings cannot leak the token.
     plivo_auth_token: str | None = field(default=None, repr=False)
@@ -95,6 +96,7 @@ class Settings:
             default_template=_text(env, "DEFAULT_TEMPLATE"),
             calls_table=_text(env, "CALLS_TABLE"),
             campaigns_table=_text(env, "CAMPAIGNS_TABLE"),
+            event_bus=_text(env, "EVENT_BUS", "default") or "default",
             plivo_auth_id=_text(env, "PLIVO_AUTH_ID"),
             plivo_auth_token=_text(env, "PLIVO_AUTH_TOKEN"),
             plivo_auth_token_param=_text(env, "PLIVO_AUTH_TOKEN_PARAM"),

@@ -13,6 +13,7 @@ from typing import Protocol
 from chalicelib.calls.campaigns import CampaignState
 
 CHECK_MAX_AGE = 1.0
+BATCH_MAX = 80  # candidates per look-up: their numbers and campaigns fit one BatchGetItem (100 keys)
 
 
 class Verdict(StrEnum):

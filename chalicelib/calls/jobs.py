@@ -7,7 +7,7 @@ callbacks cannot dial a job twice or undo each other's work.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypedDict, cast
@@ -70,6 +70,13 @@ Job = TypedDict(
         "created_at": float,
         "updated_at": float,
         "claimed_at": float,
+        "campaign": str,
+        "data": dict[str, Any],
+        "responses": dict[str, Any],
+        "result": str,
+        "last_step": str,
+        "paused_due_at": float,
+        "outbox": dict[str, Any],
     },
     total=False,
 )
@@ -233,7 +240,9 @@ class JobRepository:
         try:
             reply = self.table.update_item(
                 Key={"call_id": call_id},
-                UpdateExpression="SET #s = :dialing, updated_at = :now, claimed_at = :now ADD attempts :one",
+                # `responses` exists from the first dial on, so a conversation step can SET responses.<step>.
+                UpdateExpression="SET #s = :dialing, updated_at = :now, claimed_at = :now, "
+                "responses = if_not_exists(responses, :empty) ADD attempts :one",
                 ConditionExpression="#s = :pending AND due_at <= :now "
                 "AND (attribute_not_exists(attempts) OR attribute_type(attempts, :number))",
                 ExpressionAttributeNames={"#s": "status"},
@@ -243,6 +252,7 @@ class JobRepository:
                     ":now": _num(now),
                     ":one": 1,
                     ":number": "N",
+                    ":empty": {},
                 },
                 ReturnValues="ALL_NEW",
             )
@@ -274,9 +284,11 @@ class JobRepository:
         last_error: str | None = None,
         count_attempt: bool = False,
         transient_error: bool = False,
+        park: bool = False,
     ) -> bool:
-        """dialing → `status` (pending/failed/unknown). Unless the request may have reached Plivo
-        (`count_attempt`), the attempt the claim counted is given back."""
+        """dialing → `status` (pending/failed/unknown/cancelled). Unless the request may have reached Plivo
+        (`count_attempt`), the attempt the claim counted is given back. `park`: its campaign is paused, so
+        the job waits at PARKED_DUE_AT (out of the due-jobs query) with its real due_at kept aside."""
         sets = ["#s = :status", "updated_at = :now"]
         values: dict[str, Any] = {
             ":status": str(status),
@@ -284,7 +296,12 @@ class JobRepository:
             ":dialing": JobStatus.DIALING.value,
         }
         adds = []
-        if due_at is not None:
+        if park:
+            from chalicelib.calls.campaign_store import PARKED_DUE_AT
+
+            sets += ["paused_due_at = due_at", "due_at = :parked"]
+            values[":parked"] = PARKED_DUE_AT
+        elif due_at is not None:
             sets.append("due_at = :due")
             values[":due"] = _num(due_at)
         if last_error is not None:
@@ -401,6 +418,54 @@ class JobRepository:
         return True
 
     # --- helpers ---------------------------------------------------------------------------------
+
+    # --- the event outbox ------------------------------------------------------------------------
+
+    def defer_event(self, call_id: str, event: Any) -> None:
+        """Keep an event EventBridge refused on its job; the sparse `outbox-index` finds it next run."""
+        from chalicelib.calls.events import OUTBOX_SHARD
+
+        self.table.update_item(
+            Key={"call_id": call_id},
+            UpdateExpression="SET outbox = if_not_exists(outbox, :empty), outbox_shard = :shard, "
+            "outbox_at = :now",
+            ConditionExpression="attribute_exists(call_id)",
+            ExpressionAttributeValues={":empty": {}, ":shard": OUTBOX_SHARD, ":now": _num(self.clock())},
+        )
+        self.table.update_item(
+            Key={"call_id": call_id},
+            UpdateExpression="SET outbox.#id = :event",
+            ExpressionAttributeNames={"#id": event.id},
+            ExpressionAttributeValues={":event": event.stored()},
+        )
+
+    def outbox_jobs(self, limit: int = 500) -> Iterator[Job]:
+        """Jobs with events still to send, oldest first."""
+        from boto3.dynamodb.conditions import Key
+
+        from chalicelib.calls.events import OUTBOX_INDEX, OUTBOX_SHARD
+
+        kwargs: dict[str, Any] = {
+            "IndexName": OUTBOX_INDEX,
+            "KeyConditionExpression": Key("outbox_shard").eq(OUTBOX_SHARD),
+            "ScanIndexForward": True,
+            "Limit": min(limit, 100),
+        }
+        for count, item in enumerate(_pages(self.table.query, kwargs)):
+            if count >= limit:
+                return
+            yield item
+
+    def clear_events(self, call_id: str, event_ids: Sequence[str], all_sent: bool) -> None:
+        names = {f"#e{i}": event_id for i, event_id in enumerate(event_ids)}
+        removes = [f"outbox.#e{i}" for i in range(len(event_ids))]
+        if all_sent:
+            removes += ["outbox_shard", "outbox_at"]
+        self.table.update_item(
+            Key={"call_id": call_id},
+            UpdateExpression="REMOVE " + ", ".join(removes),
+            ExpressionAttributeNames=names,
+        )
 
     def _conditional_update(
         self, call_id: str, expression: str, condition: str, values: dict[str, Any]

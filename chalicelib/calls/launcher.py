@@ -17,20 +17,25 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import logs
-from chalicelib.calls import plivo_api, schedule
+from chalicelib import logs, metrics
+from chalicelib.calls import campaigns as campaign_rules
+from chalicelib.calls import gate, numbers, plivo_api, schedule
 from chalicelib.calls.call_body import JobInvalid, build_call_body, number_problems, whole_number
+from chalicelib.calls.dialling import CampaignRules, EventSink, Feeder, GateCache
 from chalicelib.calls.jobs import Job, JobStatus
 from chalicelib.calls.plivo_api import Outcome
 from chalicelib.logs import log
 from chalicelib.settings import Settings
 
 if TYPE_CHECKING:
+    from chalicelib.calls.campaign_store import CampaignStore
+    from chalicelib.calls.events import Publisher
     from chalicelib.calls.jobs import JobRepository
+    from chalicelib.calls.pacing import Lease
     from chalicelib.calls.plivo_api import PlivoClient
 
 
-SUMMARY_KEYS = ("due", "placed", "deferred", "failed", "unknown", "skipped")
+SUMMARY_KEYS = ("due", "placed", "deferred", "failed", "unknown", "skipped", "cancelled")
 EXPECTED_LATENCY = 1.5  # seconds of Plivo latency the worker pool is sized to hide
 MAX_WORKERS = 100
 STALE_DIALING_SECONDS = 600.0
@@ -155,6 +160,9 @@ class Launcher:
         stale_after: float = STALE_DIALING_SECONDS,
         page_size: int = 100,
         limiter: RateLimiter | None = None,
+        campaigns: CampaignStore | None = None,
+        lease: Lease | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self.repo = repo
         self.plivo = plivo
@@ -173,6 +181,13 @@ class Launcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.stop_reason: str | None = None
+        self.rules = CampaignRules(campaigns)
+        self.gate = GateCache(campaigns)
+        self.lease = lease
+        self.events = EventSink(publisher, repo)
+        self._latencies: list[float] = []
+        self._first_start: float | None = None
+        self._last_start = 0.0
         # Time a claimed job may still need: a rate-limit wait, one full request, the result write.
         wait = self.workers / settings.plivo_cps
         request = plivo.max_request_seconds
@@ -205,14 +220,18 @@ class Launcher:
             self.stop_reason = "configuration error"
             log.error("launcher configuration error; no job touched", cause="; ".join(problems))
             return {key: 0 for key in SUMMARY_KEYS}
+        if self.lease is not None and not self._take_lease(started):
+            return {key: 0 for key in SUMMARY_KEYS}
         self._expire_stale(started)
+        self._drain_events()
         self.plivo.ensure_pool(self.workers)
         slots = threading.Semaphore(self.workers)
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="dial") as pool:
                 # Another pass picks up a job the paginated read skipped while the index changed under
                 # it (ties on due_at); handled jobs have left `pending` or moved past `started`.
-                for _ in range(MAX_PASSES):
+                # Holding the lease, the run keeps dialling while due jobs keep coming and time remains.
+                for _ in range(MAX_PASSES if self.lease is None else 100_000):
                     if not self._pass(pool, slots, started):
                         break
                     for _ in range(self.workers):  # wait until this pass's jobs are done
@@ -220,7 +239,11 @@ class Launcher:
                     for _ in range(self.workers):
                         slots.release()
         finally:
+            self.events.flush()
+            if self.lease is not None:
+                self.lease.release(self._last_start)
             summary = {key: self.counts[key] for key in SUMMARY_KEYS}
+            self._emit_metrics(summary)
             log.info(
                 "launcher run finished",
                 summary=summary,
@@ -253,9 +276,8 @@ class Launcher:
         """Hand every due pending job to the workers; how many were handed out."""
         handed = 0
         try:
-            for item in self.repo.query_status(
-                JobStatus.PENDING, due_before=started, page_size=self.page_size
-            ):
+            due = self.repo.query_status(JobStatus.PENDING, due_before=self.clock(), page_size=self.page_size)
+            for item in Feeder(due, self.rules.weight):
                 if self._should_stop(started):
                     return 0
                 slots.acquire()
@@ -330,28 +352,115 @@ class Launcher:
             self._count("skipped")  # another run took it, or it changed since the query
             return
         now = self.clock()
-        window = job.get("window") or self.settings.call_window
-        tz = job.get("tz") or self.settings.default_tz
+        campaign = self.rules.get(job.get("campaign"))
         try:
+            dialled = self._with_campaign(job, campaign)
             # checks the job's own window and tz too
-            body = build_call_body(job, self.public_base_url, local=self.local)
-            opening = schedule.next_opening(window, tz, now)
-            problem = self._count_problem(job, claimed=True)
+            body = build_call_body(dialled, self.public_base_url, local=self.local)
+            opening = self._next_allowed(dialled, campaign, now)
+            problem = self._count_problem(dialled, claimed=True)
             if problem:
                 raise JobInvalid(problem)
         except (schedule.WindowError, JobInvalid) as exc:
-            self._finish(call_id, "failed", JobStatus.FAILED, last_error=f"invalid job: {exc}")
+            self._finish(call_id, "failed", JobStatus.FAILED, last_error=f"invalid job: {exc}", job=job)
             log.warning("invalid job not dialled", call_id=call_id, cause=str(exc))
             return
         if opening > now:
             self._finish(call_id, "deferred", JobStatus.PENDING, due_at=opening)
             return
-        prepared = self.plivo.prepare_call(body)
-        if self._stop.is_set() or not self.limiter.acquire(self._stop):
-            self._finish(call_id, "skipped", JobStatus.PENDING)
-            return
-        result = self.plivo.create_call(prepared=prepared)
+        candidate = gate.Candidate(call_id, str(body["to"]), job.get("campaign") or None)
+        self.gate.register(candidate)
+        try:
+            prepared = self.plivo.prepare_call(body)
+            if self._stop.is_set() or not self._start_allowed() or not self.limiter.acquire(self._stop):
+                self._finish(call_id, "skipped", JobStatus.PENDING)
+                return
+            verdict = self.gate.verdict(candidate)  # at most gate.CHECK_MAX_AGE old when the call starts
+            if verdict != gate.Verdict.DIAL:
+                self._held_back(call_id, job, verdict)
+                return
+            self._last_start = time.time()
+            sent = time.monotonic()
+            result = self.plivo.create_call(prepared=prepared)
+        finally:
+            self.gate.done(call_id)
+        with self._lock:
+            self._latencies.append(time.monotonic() - sent)
+            if self._first_start is None:
+                self._first_start = sent
         self._record(call_id, job, result)
+
+    def _with_campaign(self, job: Job, campaign: campaign_rules.Campaign | None) -> Job:
+        """The job as it is dialled: its own fields first, then its campaign's rules; `to` normalized."""
+        dialled: dict[str, Any] = dict(job)
+        if campaign is not None:
+            for field, value in (
+                ("window", campaign.window),
+                ("max_attempts", campaign.max_attempts),
+                ("machine_detection", campaign.machine_detection),
+                ("from", campaign.caller_id),
+            ):
+                if dialled.get(field) in (None, "") and value is not None:
+                    dialled[field] = value
+        to = dialled.get("to")
+        if isinstance(to, str) and not to.startswith("sip"):
+            try:
+                dialled["to"] = numbers.normalize(to)
+            except numbers.NumberError as exc:
+                raise JobInvalid(str(exc)) from None
+        return dialled  # type: ignore[return-value]
+
+    def _zones(self, job: Job, campaign: campaign_rules.Campaign | None) -> list[str]:
+        """The callee's zone: the job's tz, else the campaign's, else every zone the number may be in."""
+        tz = job.get("tz") or (campaign.tz if campaign else None)
+        if tz:
+            return [tz]
+        to = str(job.get("to") or "")
+        zones = list(numbers.zones_for(to)) if to.isdigit() else []
+        return zones or [self.settings.default_tz]
+
+    def _next_allowed(self, job: Job, campaign: campaign_rules.Campaign | None, now: float) -> float:
+        window = job.get("window") or self.settings.call_window
+        zones = self._zones(job, campaign)
+        for zone in zones:
+            schedule.zone(zone)  # a bad tz is the job's own problem: WindowError
+        if campaign is None:
+            moment = campaign_rules.next_allowed(now, window, zones)
+        else:
+            moment = campaign_rules.next_allowed(
+                now, window, zones, campaign.days, campaign.blackout, campaign.tz
+            )
+        if moment is None:
+            raise JobInvalid(
+                f"no moment is inside the calling window {window} in every zone of {', '.join(zones)}"
+            )
+        return moment
+
+    def _held_back(self, call_id: str, job: Job, verdict: gate.Verdict) -> None:
+        """The gate said no at dial time: the attempt is given back, nothing was dialled."""
+        campaign = job.get("campaign")
+        if verdict == gate.Verdict.DO_NOT_CALL:
+            reason = "not dialled: the number is on the do-not-call list"
+            self._finish(call_id, "cancelled", JobStatus.CANCELLED, last_error=reason, job=job)
+        elif verdict == gate.Verdict.PAUSED:
+            self._finish(call_id, "skipped", JobStatus.PENDING, park=True)
+            return
+        else:
+            reason = f"not dialled: campaign {campaign} was stopped"
+            self._finish(call_id, "cancelled", JobStatus.CANCELLED, last_error=reason, job=job)
+        log.info("call held back at dial time", call_id=call_id, reason=str(verdict))
+
+    def _start_allowed(self) -> bool:
+        """With the lease: still held, and the previous holder's last start is far enough behind."""
+        if self.lease is None:
+            return True
+        if not self.lease.still_held():
+            self._halt("the dialling lease was lost to another run")
+            return False
+        wait = self.lease.first_start_at - time.time()
+        if wait > 0:
+            time.sleep(min(wait, 2.0))
+        return True
 
     def _count_problem(self, job: Job, claimed: bool = False) -> str | None:
         """What forbids counting another attempt on this job: malformed numbers, or no attempt left."""
@@ -392,11 +501,14 @@ class Launcher:
                 api_id=result.api_id,
                 **fields,
             )
+            self.events.emit({**job, "status": "placed", "request_uuid": result.request_uuid})
         elif result.outcome == Outcome.RETRY:
             errors = (whole_number(job.get("transient_errors")) or 0) + 1
             if errors >= schedule.MAX_TRANSIENT_ERRORS:  # Plivo keeps refusing this one: stop cycling
                 message = f"gave up after {errors} transient errors in a row: {result.error}"
-                self._finish(call_id, "failed", JobStatus.FAILED, last_error=message, transient_error=True)
+                self._finish(
+                    call_id, "failed", JobStatus.FAILED, job=job, last_error=message, transient_error=True
+                )
                 log.error(
                     "call not placed, giving up",
                     cause=result.error,
@@ -420,7 +532,9 @@ class Launcher:
                 **fields,
             )
         elif result.outcome == Outcome.UNKNOWN:
-            self._finish(call_id, "unknown", JobStatus.UNKNOWN, last_error=result.error, count_attempt=True)
+            self._finish(
+                call_id, "unknown", JobStatus.UNKNOWN, job=job, last_error=result.error, count_attempt=True
+            )
             log.error("call may or may not be placed", cause=result.error, **fields)
         elif result.outcome == Outcome.AUTH_ERROR:
             self._finish(call_id, "skipped", JobStatus.PENDING, last_error=result.error)
@@ -436,12 +550,79 @@ class Launcher:
                     **fields,
                 )
         else:
-            self._finish(call_id, "failed", JobStatus.FAILED, last_error=result.error)
+            self._finish(call_id, "failed", JobStatus.FAILED, job=job, last_error=result.error)
             log.warning("call rejected by Plivo", cause=result.error, **fields)
 
-    def _finish(self, call_id: str, counter: str, status: JobStatus, **changes: Any) -> None:
-        self.repo.release(call_id, self.clock(), status=status, **changes)
+    def _finish(
+        self, call_id: str, counter: str, status: JobStatus, job: Job | None = None, **changes: Any
+    ) -> None:
+        """Release the claimed job to `status`; a terminal change is published once it is stored."""
+        released = self.repo.release(call_id, self.clock(), status=status, **changes)
         self._count(counter)
+        if released and job is not None and status != JobStatus.PENDING:
+            self.events.emit({**job, "status": str(status), "last_error": changes.get("last_error")})
+
+    # --- the lease, events and metrics -----------------------------------------------------------
+
+    def _deadline(self, started: float) -> float:
+        if self.remaining_ms is not None:
+            return time.time() + max(0.0, self.remaining_ms() - self.reserve_ms) / 1000.0
+        if self.run_budget is not None:
+            return time.time() + self.run_budget
+        return time.time() + RUN_BUDGET_SECONDS
+
+    def _take_lease(self, started: float) -> bool:
+        """Wait for the dialling lease (the holder hands it over when its time runs short); False: another
+        run dials now and will hand over to somebody else, so this run has nothing to do."""
+        assert self.lease is not None
+        deadline = self._deadline(started)
+        try:
+            got = self.lease.wait_turn(deadline - 5.0)
+        except Exception as exc:  # noqa: BLE001 - without the lease no call may start; the next run retries
+            log.error("cannot read the dialling lease; no call started", cause=logs.cause(exc))
+            self.stop_reason = "dialling lease unavailable"
+            return False
+        if not got:
+            self.stop_reason = "another launcher run is dialling"
+            log.info("launcher run ends: another run holds the dialling lease")
+            return False
+        self.lease.announce_handover(deadline)
+        return True
+
+    def _drain_events(self) -> None:
+        try:
+            delivered = self.events.drain()
+        except Exception as exc:  # noqa: BLE001 - the outbox waits for the next run
+            log.warning("event outbox not drained", cause=logs.cause(exc))
+            return
+        if delivered:
+            log.info("events from the outbox delivered", events=delivered)
+
+    def _emit_metrics(self, summary: dict[str, int]) -> None:
+        for key, name in (
+            ("placed", metrics.CALLS_PLACED),
+            ("deferred", metrics.CALLS_DEFERRED),
+            ("failed", metrics.CALLS_FAILED),
+            ("unknown", metrics.CALLS_UNKNOWN),
+            ("cancelled", metrics.CALLS_CANCELLED),
+        ):
+            metrics.count(name, summary.get(key, 0))
+        with self._lock:
+            latencies = sorted(self._latencies)
+            first = self._first_start
+        if latencies:
+            metrics.value(metrics.PLIVO_LATENCY_P50, 1000 * latencies[len(latencies) // 2])
+            metrics.value(
+                metrics.PLIVO_LATENCY_P99,
+                1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            )
+        if first is not None and summary.get("placed"):
+            span = max(time.monotonic() - first, 1.0)
+            metrics.value(metrics.ACHIEVED_CPS, round(summary["placed"] / span, 3))
+        if self.stop_reason and "401" in self.stop_reason:
+            metrics.count(metrics.PLIVO_AUTH_ERRORS)
+        if self.events.deferred:
+            metrics.count(metrics.EVENTS_DEFERRED, self.events.deferred)
 
     # --- jobs whose run died between claim and result -------------------------------------------
 

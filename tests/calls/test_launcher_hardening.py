@@ -13,8 +13,8 @@ from chalicelib.calls.call_body import JobInvalid, validate_job
 from chalicelib.calls.hangup import CallStatus, record_hangup
 from chalicelib.calls.jobs import JobStatus
 from chalicelib.settings import Settings
-from tests.launcher.launcherlib import AUTH_TOKEN, BASE, make_job
-from tests.launcher.test_launcher_run import Collect, launcher_for
+from tests.calls.launcherlib import AUTH_TOKEN, BASE, make_job
+from tests.calls.test_launcher_run import Collect, launcher_for
 
 NOW = 1_780_000_000.0
 

@@ -1,0 +1,199 @@
+"""What the launcher consults around each dial: which due job goes next (campaign shares), each campaign's
+rules, the dial-time gate (do-not-call list, paused or stopped campaigns) and the events it emits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from chalicelib import logs
+from chalicelib.calls import events as outcome_events
+from chalicelib.calls import gate
+from chalicelib.calls.campaigns import Campaign
+from chalicelib.calls.jobs import Job
+from chalicelib.calls.pacing import Shares
+from chalicelib.logs import log
+
+if TYPE_CHECKING:
+    from chalicelib.calls.campaign_store import CampaignStore
+    from chalicelib.calls.jobs import JobRepository
+
+NO_CAMPAIGN = ""
+LOOKAHEAD = 5000  # due jobs held in memory at most, so shares hold even when one campaign's jobs come first
+
+
+class Feeder:
+    """Due jobs in due order, handed out by campaign weight (stride scheduling over what is read ahead).
+
+    Reading ahead is bounded by LOOKAHEAD items, so memory does not grow with the backlog; within that
+    window a campaign gets starts in proportion to its weight, and one with no due jobs leaves its share."""
+
+    def __init__(
+        self, items: Iterator[Job], weight: Callable[[str], float], lookahead: int = LOOKAHEAD
+    ) -> None:
+        self._items = items
+        self._weight = weight
+        self._lookahead = lookahead
+        self._queues: dict[str, deque[Job]] = {}
+        self._held = 0
+        self._exhausted = False
+        self._shares = Shares()
+
+    def _read(self) -> bool:
+        try:
+            item = next(self._items)
+        except StopIteration:
+            self._exhausted = True
+            return False
+        queue = str(item.get("campaign") or NO_CAMPAIGN)
+        self._queues.setdefault(queue, deque()).append(item)
+        self._held += 1
+        return True
+
+    def __iter__(self) -> Iterator[Job]:
+        return self
+
+    def __next__(self) -> Job:
+        if not self._held and not self._read():
+            raise StopIteration
+        while not self._exhausted and self._held < self._lookahead and self._read():
+            pass
+        ready = [q for q, items in self._queues.items() if items]
+        chosen = self._shares.pick(ready, {q: self._weight(q) for q in ready})
+        assert chosen is not None
+        self._held -= 1
+        return self._queues[chosen].popleft()
+
+
+class CampaignRules:
+    """Each campaign's rules, read once per run (one GetItem per campaign seen)."""
+
+    def __init__(self, store: CampaignStore | None) -> None:
+        self._store = store
+        self._cache: dict[str, Campaign | None] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str | None) -> Campaign | None:
+        if not name or self._store is None:
+            return None
+        with self._lock:
+            if name in self._cache:
+                return self._cache[name]
+        found = self._store.get(name)
+        with self._lock:
+            self._cache[name] = found
+        return found
+
+    def weight(self, name: str) -> float:
+        campaign = self.get(name) if name else None
+        return campaign.weight if campaign else 1.0
+
+
+class GateCache:
+    """Dial-time verdicts no older than gate.CHECK_MAX_AGE: one BatchGetItem answers for every job that is
+    waiting to dial at that moment, so the look-up costs about one request per CHECK_MAX_AGE seconds."""
+
+    def __init__(self, source: gate.CheckSource | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._source = source
+        self._clock = clock
+        self._waiting: dict[str, gate.Candidate] = {}
+        self._verdicts: dict[str, tuple[float, gate.Verdict]] = {}
+        self._lock = threading.Lock()
+        self.lookups = 0
+
+    def register(self, candidate: gate.Candidate) -> None:
+        with self._lock:
+            self._waiting[candidate.call_id] = candidate
+
+    def done(self, call_id: str) -> None:
+        with self._lock:
+            self._waiting.pop(call_id, None)
+            self._verdicts.pop(call_id, None)
+
+    def verdict(self, candidate: gate.Candidate) -> gate.Verdict:
+        if self._source is None:
+            return gate.Verdict.DIAL
+        now = self._clock()
+        with self._lock:
+            cached = self._verdicts.get(candidate.call_id)
+            if cached and now - cached[0] <= gate.CHECK_MAX_AGE:
+                return cached[1]
+            self._waiting[candidate.call_id] = candidate
+            batch = list(self._waiting.values())[: gate.BATCH_MAX]
+            if candidate not in batch:
+                batch[-1] = candidate
+        checked_at = self._clock()
+        found = gate.check(self._source, batch)
+        with self._lock:
+            self.lookups += 1
+            for call_id, verdict in found.items():
+                self._verdicts[call_id] = (checked_at, verdict)
+        return found[candidate.call_id]
+
+
+class EventSink:
+    """Events of the run, sent in PutEvents batches of 10 after their state is stored; what EventBridge
+    refuses goes to the job's outbox for the next run."""
+
+    def __init__(self, publisher: outcome_events.Publisher | None, repo: JobRepository) -> None:
+        self._publisher = publisher
+        self._repo = repo
+        self._pending: list[outcome_events.Event] = []
+        self._lock = threading.Lock()
+        self.sent = 0
+        self.deferred = 0
+
+    def emit(self, job: Any) -> None:
+        if self._publisher is None:
+            return
+        event = outcome_events.for_status(job)
+        if event is None:
+            return
+        with self._lock:
+            self._pending.append(event)
+            ready = len(self._pending) >= outcome_events.BATCH
+            batch = self._pending if ready else []
+            if ready:
+                self._pending = []
+        if batch:
+            self._send(batch)
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if batch:
+            self._send(batch)
+
+    def _send(self, batch: list[outcome_events.Event]) -> None:
+        assert self._publisher is not None
+        refused = self._publisher.publish(batch)
+        with self._lock:
+            self.sent += len(batch) - len(refused)
+            self.deferred += len(refused)
+        for event in refused:
+            try:
+                self._repo.defer_event(str(event.detail["call_id"]), event)
+            except Exception as exc:  # noqa: BLE001 - logged; the job's state is stored, only the event is late
+                log.error(
+                    "event neither sent nor kept", call_id=event.detail["call_id"], cause=logs.cause(exc)
+                )
+
+    def drain(self, limit: int = 500) -> int:
+        """Re-send what earlier runs could not (the outbox); how many were delivered."""
+        if self._publisher is None:
+            return 0
+        delivered = 0
+        for item in self._repo.outbox_jobs(limit):
+            stored = item.get("outbox") or {}
+            events = [outcome_events.Event.from_stored(k, v) for k, v in sorted(stored.items())]
+            if not events:
+                continue
+            refused = {e.id for e in self._publisher.publish(events)}
+            sent = [e.id for e in events if e.id not in refused]
+            if sent:
+                self._repo.clear_events(item["call_id"], sent, all_sent=not refused)
+                delivered += len(sent)
+        return delivered
