@@ -81,14 +81,14 @@ class _Recorder:
         return value if value in allowed else OTHER
 
     def count(self, metric: str, value: float = 1, **dimensions: str) -> None:
+        """Add to `metric`; with dimensions, to the total (what the alarms watch) and to its breakdown."""
         if dimensions:
             dims = tuple(sorted((k, self.bounded(k, v)) for k, v in dimensions.items()))
             with self._lock:
                 key = (metric, dims)
                 self._dimensioned[key] = self._dimensioned.get(key, 0.0) + value
-        else:
-            with self._lock:
-                self._plain[metric] = self._plain.get(metric, 0.0) + value
+        with self._lock:
+            self._plain[metric] = self._plain.get(metric, 0.0) + value
 
     def value(self, metric: str, value: float) -> None:
         with self._lock:
