@@ -103,17 +103,16 @@ def _path(node: nodes.Node, aliases: Mapping[str, tuple[Path, str]]) -> tuple[Pa
     else:
         return None
     parts.reverse()
-    if base[0] in CASE_INSENSITIVE:
-        parts = [part.lower() for part in parts]
-    path = base + tuple(parts)
+    keys = [part.lower() for part in parts] if base[0] in CASE_INSENSITIVE else parts
+    path = base + tuple(keys)
     if len(path) < 2:
         return None
     return path, ".".join([spelled, *parts]) if parts else spelled
 
 
 def _consts(node: nodes.Node) -> list[Any] | None:
-    if isinstance(node, nodes.Const):
-        return [node.value]
+    if isinstance(node, nodes.Const):  # a literal list may already be folded into one constant tuple
+        return list(node.value) if isinstance(node.value, list | tuple) else [node.value]
     if isinstance(node, nodes.List | nodes.Tuple) and all(isinstance(i, nodes.Const) for i in node.items):
         return [item.value for item in node.items if isinstance(item, nodes.Const)]
     return None
@@ -294,7 +293,7 @@ def context(name: str, combination: Combination, effects: StepEffects) -> dict[s
         sip = Sample(("sip",), chosen, prefixes)
         job = {"job": Sample(("job",), chosen, prefixes)}
 
-    def url(step: str, **params: Any) -> str:
+    def url(step: str, /, **params: Any) -> str:
         return step_url(CHECK_BASE_URL, step, CHECK_CALL_ID, params)
 
     found: dict[str, Any] = {

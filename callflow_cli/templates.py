@@ -76,11 +76,11 @@ def validate_template(
         ast = env.parse(source)
     except TemplateSyntaxError as exc:
         return [*problems, f"line {exc.lineno}: {exc.message}"]
+    analysis = branches.analyse(ast)  # first: find_undeclared_variables folds constants in the AST
     found = [
         (line, f"undefined variable {variable!r} (use headers., call. or sip.)")
         for line, variable in _undefined_names(ast)
     ]
-    analysis = branches.analyse(ast)
     found += analysis.problems
     if templates is not None:
         found += [
@@ -340,7 +340,7 @@ def templates_render(
     base = f"{settings.public_base_url}/answer" if settings.public_base_url else branches.CHECK_BASE_URL
     effects = steps.StepEffects()
 
-    def url(target: str, **query: Any) -> str:
+    def url(target: str, /, **query: Any) -> str:
         return steps.step_url(base, target, call_id or None, query)
 
     context = answer_context(call)
