@@ -1,4 +1,4 @@
-"""`callflow calls add|import|list|cancel`: call jobs from a terminal or a CSV file, checked with the
+"""`callflow calls add|import|list|show|cancel`: call jobs from a terminal or a CSV file, checked with the
 launcher's own validate_job (build_job), so what the CLI accepts the launcher dials."""
 
 from __future__ import annotations
@@ -526,3 +526,113 @@ def calls_cancel(call_id: str) -> None:
     except JobError as exc:
         raise UserError(str(exc)) from None
     click.echo(f"cancelled {call_id}")
+
+
+# Fields `calls show` prints in its own sections; everything else a producer wrote is listed at the end.
+_SHOWN = {
+    "call_id", "status", "to", "from", "campaign", "due_at", "attempts", "max_attempts", "created_at",
+    "updated_at", "claimed_at", "request_uuid", "api_id", "call_uuid", "call_status", "outcome",
+    "hangup_cause",
+    "hangup_cause_name", "hangup_cause_code", "hangup_source", "duration", "bill_duration", "answer_time",
+    "end_time", "machine", "machine_detection", "last_error", "last_step", "responses", "result", "data",
+    "headers", "history", "attempt_history", "stir_verification", "stir_attestation",
+}  # fmt: skip
+_RESPONSE_ORDER = ("Digits", "Speech", "SpeechConfidenceScore", "InputType", "RecordUrl", "DialStatus")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str, ensure_ascii=False)
+    return str(value)
+
+
+def _show_lines(item: Mapping[str, Any]) -> list[str]:
+    """A job as a person reads it: who and when, each attempt, the steps served and what was said."""
+    lines: list[str] = []
+
+    def row(label: str, value: Any) -> None:
+        if value not in (None, "", {}, []):
+            lines.append(f"{label:<14}{value}")
+
+    row("call", item.get("call_id"))
+    row("status", item.get("status"))
+    row("to", item.get("to"))
+    row("from", item.get("from"))
+    row("campaign", item.get("campaign"))
+    row("due", _when(item["due_at"]) if "due_at" in item else None)
+    attempts = item.get("attempts", 0)
+    limit = item.get("max_attempts")
+    row("attempts", f"{attempts} of {limit}" if limit is not None else attempts)
+    for i, attempt in enumerate(item.get("history") or item.get("attempt_history") or [], start=1):
+        if isinstance(attempt, Mapping):
+            parts = [f"{k}={_text(v)}" for k, v in attempt.items()]
+            row(f"  attempt {attempt.get('attempt', i)}", ", ".join(parts))
+    row("request_uuid", item.get("request_uuid"))
+    row("call_uuid", item.get("call_uuid"))
+    row("api_id", item.get("api_id"))
+    row("detection", item.get("machine_detection"))
+    if "machine" in item:
+        row("machine", "yes (answered by a machine)" if item["machine"] else "no")
+    outcome = item.get("outcome")
+    if outcome:
+        cause = item.get("hangup_cause_name") or item.get("hangup_cause")
+        code = item.get("hangup_cause_code")
+        detail = [f"{cause}" + (f" ({code})" if code not in (None, "") else "")] if cause else []
+        if item.get("hangup_source"):
+            detail.append(f"hung up by {item['hangup_source']}")
+        row("outcome", outcome + (f": {', '.join(detail)}" if detail else ""))
+    if item.get("duration") is not None or item.get("bill_duration") is not None:
+        row("duration", f"{item.get('duration', '-')} s (billed {item.get('bill_duration', '-')} s)")
+    row("answered", item.get("answer_time"))
+    row("ended", item.get("end_time"))
+    row("stir", item.get("stir_verification") or item.get("stir_attestation"))
+    row("last_error", item.get("last_error"))
+    row("updated", _when(item["updated_at"]) if "updated_at" in item else None)
+    data = item.get("data")
+    if isinstance(data, Mapping) and data:
+        lines.append("data")
+        lines += [f"  {k} = {_text(v)}" for k, v in sorted(data.items())]
+    headers = item.get("headers")
+    if isinstance(headers, Mapping) and headers:
+        lines.append("headers")
+        lines += [f"  {k} = {_text(v)}" for k, v in sorted(headers.items())]
+    responses = item.get("responses")
+    if item.get("last_step") or responses:
+        lines.append("steps" + (f" (last served: {item['last_step']})" if item.get("last_step") else ""))
+    if isinstance(responses, Mapping):
+        timed = sorted(
+            responses.items(),
+            key=lambda pair: float(pair[1].get("at", 0)) if isinstance(pair[1], Mapping) else 0.0,
+        )
+        for step, given in timed:
+            if not isinstance(given, Mapping):
+                lines.append(f"  {step}: {_text(given)}")
+                continue
+            at = _when(given["at"]) if "at" in given else "-"
+            keys = [k for k in _RESPONSE_ORDER if k in given]
+            keys += sorted(k for k in given if k not in keys and k not in ("at", "CallUUID"))
+            said = ", ".join(
+                f"{k}={_text(given[k])!r}" if k == "Speech" else f"{k}={_text(given[k])}" for k in keys
+            )
+            lines.append(f"  {at}  {step}: {said or '(no input)'}")
+    row("result", item.get("result") or ("none" if responses else None))
+    others = sorted(k for k in item if k not in _SHOWN)
+    if others:
+        lines.append("other fields")
+        lines += [f"  {k} = {_text(item[k])}" for k in others]
+    return lines
+
+
+@group.command("show")
+@click.argument("call_id")
+@click.option("--json", "as_json", is_flag=True, help="the job item as stored")
+def calls_show(call_id: str, as_json: bool) -> None:
+    """Show one call job: its attempts, the steps served, what the caller pressed or said, the result."""
+    item = _repo().get(call_id)
+    if item is None:
+        raise UserError(f"no call job {_shown(call_id)} (callflow calls list shows them)")
+    if as_json:
+        click.echo(json.dumps(item, indent=2, default=str, sort_keys=True))
+        return
+    for line in _show_lines(item):
+        click.echo(line)
