@@ -1,4 +1,5 @@
-"""A moto server process (S3 + DynamoDB) for the CLI tests, with the bucket and the table of the deploy."""
+"""A moto server process (S3 + DynamoDB) for the CLI tests, with the bucket and the tables of the deploy
+(created from infra/resources.json)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from click.testing import CliRunner
 
 from callflow_cli.main import main
 from chalicelib import resources
+from devtools import local_aws
 from devtools.run_local import Stack, Supervisor, free_port, http_ready
 
 ROOT = Path(__file__).resolve().parents[2]
+CAMPAIGNS_TABLE = "callflow-campaigns"
+ENV_PREFIXES = ("AWS_", "TEMPLATE_", "CALLS_", "CAMPAIGNS_", "PLIVO_", "PUBLIC_")
 
 
 class Cli:
@@ -22,11 +26,7 @@ class Cli:
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
-        self.env = {
-            k: v
-            for k, v in stack.env({}).items()
-            if k.startswith(("AWS_", "TEMPLATE_", "CALLS_", "PLIVO_", "PUBLIC_"))
-        }
+        self.env = {k: v for k, v in stack.env({}).items() if k.startswith(ENV_PREFIXES)}
 
     def __call__(self, *args: str, env: dict | None = None):
         resources.reset()
@@ -56,19 +56,34 @@ class Cli:
     def s3(self):
         return self.stack.boto_client("s3")
 
+    def table(self, name: str = local_aws.TABLE):
+        """A boto3 Table of the moto server (the calls table unless named), to look at what the CLI wrote."""
+        import boto3
+
+        env = self.stack.env()
+        return boto3.resource(
+            "dynamodb",
+            endpoint_url=self.stack.moto_url,
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        ).Table(name)
+
 
 def stack_free_env() -> dict:
     """This process's environment without anything that points at an AWS or a Plivo account."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AWS_", "TEMPLATE_", "CALLS_", "PLIVO_", "PUBLIC_"))
-    }
+    return {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIXES)}
 
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory):
-    stack = Stack(free_port(), free_port(), free_port(), root=ROOT, extra_env={"CALL_WINDOW": "00:00-24:00"})
+    stack = Stack(
+        free_port(),
+        free_port(),
+        free_port(),
+        root=ROOT,
+        extra_env={"CALL_WINDOW": "00:00-24:00", "CAMPAIGNS_TABLE": CAMPAIGNS_TABLE},
+    )
     supervisor = Supervisor(tmp_path_factory.mktemp("moto-logs"))
     env = stack.env()
     moto = supervisor.start(
@@ -77,6 +92,11 @@ def cli(tmp_path_factory):
     try:
         supervisor.wait_ready(moto, http_ready(f"{stack.moto_url}/moto-api/"), 30)
         stack.create_resources()
+        dynamodb = stack.boto_client("dynamodb")
+        dynamodb.create_table(
+            **local_aws.create_table_args(local_aws.cfn_resource("CampaignsTable"), CAMPAIGNS_TABLE)
+        )
+        dynamodb.get_waiter("table_exists").wait(TableName=CAMPAIGNS_TABLE, WaiterConfig={"Delay": 0.2})
         yield Cli(stack)
     finally:
         supervisor.stop_all()
