@@ -55,6 +55,13 @@ def _utf8(text: str) -> bool:
     return True
 
 
+def _from_aws(exc: BaseException) -> bool:
+    """botocore's timeouts and connection errors subclass OSError (through requests): not a file's fault."""
+    from botocore.exceptions import BotoCoreError
+
+    return isinstance(exc, BotoCoreError)
+
+
 def _campaign_or_fail(name: str) -> Campaign:
     if not is_campaign_name(name):
         shown = name if _utf8(name) else name.encode("utf-8", "replace").decode("utf-8")
@@ -293,6 +300,8 @@ def campaigns_report(name: str, csv_path: Path | None, html_path: Path | None) -
         if html_path:
             html_path.write_text(report.render_html(campaign, stats), encoding="utf-8")
     except OSError as exc:
+        if _from_aws(exc):  # botocore's timeouts are OSErrors too: the Group words them
+            raise
         where = exc.filename or csv_path or html_path
         raise UserError(f"cannot write the report to {where}: {exc.strerror or exc}") from None
     where = " and ".join(str(p) for p in (csv_path, html_path) if p)
@@ -416,6 +425,8 @@ def dnc_import(file: Path) -> None:
     except FileNotFoundError:
         raise UserError(f"{file}: no such file") from None
     except OSError as exc:
+        if _from_aws(exc):
+            raise
         raise UserError(f"{file}: cannot read ({exc.strerror or exc})") from None
     _grace()
     click.echo(

@@ -4,6 +4,7 @@ the calls and campaigns tables of infra/resources.json (issue 12)."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import time
 import uuid
@@ -574,3 +575,29 @@ def test_a_missing_calls_table_is_named(cli):
 
 def test_an_unset_campaigns_table_is_one_line(cli):
     one_line_error(cli("dnc", "list", env={"CAMPAIGNS_TABLE": ""}), "CAMPAIGNS_TABLE")
+
+
+class TimingOutTable:
+    """A calls table whose every request times out (botocore's ReadTimeoutError is an OSError too)."""
+
+    class meta:
+        class client:
+            class exceptions:
+                ConditionalCheckFailedException = type("ConditionalCheckFailedException", (Exception,), {})
+
+    def query(self, **_):
+        from botocore.exceptions import ReadTimeoutError
+
+        raise ReadTimeoutError(endpoint_url="http://127.0.0.1:1/")
+
+
+def test_an_aws_timeout_during_the_report_is_not_called_a_file_problem(cli, tmp_path, monkeypatch):
+    from chalicelib import resources
+    from chalicelib.calls.campaign_store import CampaignJobs
+
+    campaign = create(cli)
+    timing_out = functools.cache(lambda: CampaignJobs(TimingOutTable()))  # resources.reset() clears it
+    monkeypatch.setattr(resources, "campaign_jobs", timing_out)
+    result = cli("campaigns", "report", campaign, "--csv", str(tmp_path / "r.csv"))
+    one_line_error(result, "cannot reach AWS")
+    assert "cannot write" not in result.output
