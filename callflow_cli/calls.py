@@ -193,6 +193,44 @@ def _pairs(values: Iterable[str], option: str, what: str) -> dict[str, str]:
     return result
 
 
+def _campaign_state(campaign: str | None) -> str | None:
+    """The state of the campaign new jobs join (None: no campaign); a missing or stopped one is refused,
+    since its jobs would never be dialled."""
+    if not campaign:
+        return None
+    from chalicelib.calls.call_body import data_problems
+
+    problem = data_problems({"campaign": campaign})
+    if problem:
+        raise UserError(f"--campaign: {problem[0]}")
+    found = resources.campaign_store().get(campaign)
+    if found is None:
+        raise UserError(
+            f"campaign {campaign!r} does not exist (create it first: callflow campaigns create {campaign})"
+        )
+    if found.state == "stopped":
+        raise UserError(f"campaign {campaign!r} is stopped: its calls are never dialled")
+    return str(found.state)
+
+
+def _parked(job: dict[str, Any]) -> dict[str, Any]:
+    """The job as `campaigns pause` leaves a pending job: never due until `campaigns resume`."""
+    from chalicelib.calls.campaign_store import PARKED_DUE_AT
+
+    return {**job, "paused_due_at": job["due_at"], "due_at": PARKED_DUE_AT}
+
+
+def _park_if_paused_since(campaign: str | None, state: str | None, call_ids: Sequence[str]) -> None:
+    """A pause that ran while these jobs were being written may have missed them: park them now."""
+    if not campaign or state != "active" or not call_ids:
+        return
+    now = resources.campaign_store().get(campaign)
+    if now is not None and now.state == "paused":
+        jobs = resources.campaign_jobs()
+        for call_id in call_ids:
+            jobs.park(call_id)
+
+
 @group.command("add")
 @click.option(
     "--to", "to", required=True, help="destination: digits (E.164, a leading + is dropped) or a sip: URI"
@@ -260,13 +298,17 @@ def calls_add(
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    repo = _repo()
+    state = _campaign_state(campaign)
     try:
-        _repo().add(job)
+        repo.add(_parked(job) if state == "paused" else job)
     except JobError as exc:
         raise UserError(str(exc)) from None
+    _park_if_paused_since(campaign, state, [job["call_id"]])
     for note in notes:
         click.echo(f"note: --at {note.removeprefix('time ')}", err=True)
-    click.echo(f"added {job['call_id']} (due {_when(job['due_at'])})")
+    waits = f"; campaign {campaign} is paused: it waits for campaigns resume" if state == "paused" else ""
+    click.echo(f"added {job['call_id']} (due {_when(job['due_at'])}){waits}")
 
 
 # --------------------------------------------------------------------------- CSV
@@ -426,6 +468,8 @@ def calls_import(file: Path, campaign: str | None) -> None:
     problem = data_problems({"campaign": campaign})
     if problem:
         raise UserError(f"--campaign: {problem[0]}")
+    repo = _repo()
+    state = _campaign_state(campaign)
     try:
         raw = file.read_bytes()
     except FileNotFoundError:
@@ -440,9 +484,8 @@ def calls_import(file: Path, campaign: str | None) -> None:
     records = [
         (line, cells) for line, cells in records if isinstance(cells, str) or any(c.strip() for c in cells)
     ]
-    repo = _repo()
     now = datetime.now(UTC).timestamp()
-    imported = 0
+    imported_ids: list[str] = []
     bad: list[str] = []
     past: list[int] = []
     with click.progressbar(
@@ -456,12 +499,15 @@ def calls_import(file: Path, campaign: str | None) -> None:
                 fields, headers, data = row_input(columns, cells)
                 if campaign:
                     fields["campaign"] = campaign
-                repo.add(build_job(fields, headers, now, data=data, notes=notes))
-                imported += 1
+                job = build_job(fields, headers, now, data=data, notes=notes)
+                repo.add(_parked(job) if state == "paused" else job)
+                imported_ids.append(job["call_id"])
                 if notes:
                     past.append(line)
             except (ValueError, JobError) as exc:
                 bad.append(f"{file}:{line}: {exc}")
+    _park_if_paused_since(campaign, state, imported_ids)
+    imported = len(imported_ids)
     for message in bad:
         click.echo(message, err=True)
     if past:

@@ -55,13 +55,43 @@ def aws_message(exc: BaseException) -> str | None:
         if code in ("NoSuchBucket",) or (code in ("404", "NotFound") and "HeadBucket" in str(exc)):
             return f"bucket {settings.template_bucket!r} does not exist (TEMPLATE_BUCKET)"
         if code == "ResourceNotFoundException":
-            return f"table {settings.calls_table!r} does not exist (CALLS_TABLE)"
+            return missing_table_message(exc)
         if code in REFUSED_CODES:
             return f"AWS refused the request ({code}): check your credentials and permissions"
         return f"AWS error {code}: {error.get('Message') or exc}"
     if isinstance(exc, bx.BotoCoreError):
         return f"AWS error: {exc}"
     return None
+
+
+TABLE_SETTINGS = (("calls_table", "CALLS_TABLE"), ("campaigns_table", "CAMPAIGNS_TABLE"))
+
+
+def missing_table_message(exc: BaseException) -> str:
+    """Which configured table is missing. DynamoDB's message does not always name it (moto's does), so ask:
+    one DescribeTable per configured table, on this failure path only."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    settings = resources.settings()
+    configured = [(getattr(settings, field), variable) for field, variable in TABLE_SETTINGS]
+    configured = [(name, variable) for name, variable in configured if name]
+    missing: list[tuple[str, str]] = []
+    for name, variable in configured:
+        try:
+            resources.dynamodb_resource().meta.client.describe_table(TableName=name)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                missing.append((name, variable))
+        except BotoCoreError:
+            pass
+    if not missing:  # DescribeTable refused or raced: fall back on the message itself
+        missing = [(name, variable) for name, variable in configured if repr(name)[1:-1] in str(exc)]
+    if len(missing) == 1:
+        name, variable = missing[0]
+        return f"table {name!r} does not exist ({variable})"
+    if missing:
+        return "tables " + " and ".join(f"{n!r} ({v})" for n, v in missing) + " do not exist"
+    return "a table does not exist (check " + " and ".join(v for _, v in TABLE_SETTINGS) + ")"
 
 
 class Group(click.Group):

@@ -32,6 +32,18 @@ CSV_COLUMNS = (
     "responses",
 )
 ANSWERED_OUTCOMES = frozenset({"completed", "machine"})
+# Distinct values a chart keeps (per counter): free-text answers (what callers said) or results must not
+# make the report's memory grow with the campaign, nor a chart with 100 000 bars.
+MAX_DISTINCT = 30
+OTHER = "(others)"
+
+
+def _bump(counter: Counter[str], key: str) -> None:
+    """Count `key`, or OTHER once the counter holds MAX_DISTINCT values."""
+    if key in counter or len(counter) < MAX_DISTINCT:
+        counter[key] += 1
+    else:
+        counter[OTHER] += 1
 
 
 def progress_bar(done: int, total: int, width: int = 30) -> str:
@@ -81,22 +93,23 @@ class Stats:
     def add(self, job: Mapping[str, Any]) -> None:
         self.total += 1
         status = str(job.get("status") or "unknown")
-        self.status[status] += 1
+        _bump(self.status, status)
         if status in TERMINAL:
             self.done += 1
         if job.get("outcome"):
-            self.outcome[str(job["outcome"])] += 1
+            _bump(self.outcome, str(job["outcome"]))
         if job.get("result"):
-            self.result[str(job["result"])] += 1
+            _bump(self.result, str(job["result"]))
         responses = job.get("responses")
         if isinstance(responses, Mapping):
             for step, given in responses.items():
-                self.steps[str(step)] += 1
+                _bump(self.steps, str(step))
                 if isinstance(given, Mapping):
                     answer = (
                         given.get("Digits") or given.get("Speech") or given.get("DialStatus") or "(other)"
                     )
-                    self.answers.setdefault(str(step), Counter())[str(answer)[:40]] += 1
+                    key = str(step) if str(step) in self.steps else OTHER
+                    _bump(self.answers.setdefault(key, Counter()), str(answer)[:40])
         attempts = job.get("attempts") or 0
         dialled_at = job.get("claimed_at") or job.get("updated_at")
         if isinstance(attempts, (int, float)) and attempts > 0 and dialled_at is not None:

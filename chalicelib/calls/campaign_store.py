@@ -9,10 +9,12 @@ from decimal import Decimal
 from typing import Any
 
 from chalicelib.calls.campaigns import Campaign, CampaignState
+from chalicelib.calls.jobs import plain
 
 CAMPAIGN = "campaign#"
 DNC = "dnc#"
 BATCH_GET_MAX = 100  # DynamoDB's BatchGetItem limit
+SCAN_PAGE = 1000  # items a Scan request reads: short requests, whatever the size of the list
 
 
 class CampaignExists(Exception):
@@ -21,16 +23,6 @@ class CampaignExists(Exception):
 
 class CampaignNotFound(Exception):
     pass
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 class CampaignStore:
@@ -56,7 +48,7 @@ class CampaignStore:
 
     def item(self, name: str) -> dict[str, Any] | None:
         item = self.table.get_item(Key={"pk": CAMPAIGN + name}, ConsistentRead=True).get("Item")
-        return _plain(item) if item else None
+        return plain(item) if item else None
 
     def all(self) -> list[Campaign]:
         """Every campaign (the table is small: campaigns and do-not-call numbers only)."""
@@ -127,7 +119,7 @@ class CampaignStore:
 
     def dnc_list(self) -> Iterator[dict[str, Any]]:
         for item in self._scan(DNC):
-            yield {k: v for k, v in _plain(item).items() if k != "pk"}
+            yield {k: v for k, v in plain(item).items() if k != "pk"}
 
     def dnc_listed(self, numbers: Iterable[str]) -> set[str]:
         """Which of `numbers` are on the list: one BatchGetItem per 100 numbers, strongly consistent."""
@@ -155,7 +147,11 @@ class CampaignStore:
     def _scan(self, prefix: str) -> Iterator[dict[str, Any]]:
         from boto3.dynamodb.conditions import Attr
 
-        kwargs: dict[str, Any] = {"FilterExpression": Attr("pk").begins_with(prefix), "ConsistentRead": True}
+        kwargs: dict[str, Any] = {
+            "FilterExpression": Attr("pk").begins_with(prefix),
+            "ConsistentRead": True,
+            "Limit": SCAN_PAGE,
+        }
         while True:
             page = self.table.scan(**kwargs)
             yield from page.get("Items", [])
@@ -188,6 +184,9 @@ class CampaignStore:
 
 
 CAMPAIGN_INDEX = "campaign-due_at-index"
+# Items a query page holds: short requests (a 1 MB page takes moto, the local stack, longer than the CLI's
+# 5 s read timeout), still few of them (200 for 100 000 jobs).
+PAGE_SIZE = 500
 PARKED_DUE_AT = 32503680000  # 3000-01-01: a paused campaign's pending jobs wait here, never due
 
 
@@ -201,19 +200,40 @@ class CampaignJobs:
         self.table = table
         self.clock = clock
 
-    def jobs(self, campaign: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
-        """Every job of `campaign`, one index page in memory at a time."""
+    def jobs(self, campaign: str, page_size: int | None = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+        """Every job of `campaign`, one index page in memory at a time (None: DynamoDB's own 1 MB pages)."""
         from boto3.dynamodb.conditions import Key
 
-        kwargs: dict[str, Any] = {
-            "IndexName": CAMPAIGN_INDEX,
-            "KeyConditionExpression": Key("campaign").eq(campaign),
-            "Limit": page_size,
-        }
+        return self._query(
+            {"IndexName": CAMPAIGN_INDEX, "KeyConditionExpression": Key("campaign").eq(campaign)}, page_size
+        )
+
+    def pending(
+        self, campaign: str, parked: bool | None = False, page_size: int | None = PAGE_SIZE
+    ) -> Iterator[dict[str, Any]]:
+        """The pending jobs of `campaign` that are not parked (`parked=True`: those that are; None: both).
+        The key condition on `due_at` leaves the other half out, and the filter the jobs in other states."""
+        from boto3.dynamodb.conditions import Attr, Key
+
+        key: Any = Key("campaign").eq(campaign)
+        if parked is not None:
+            key = key & (Key("due_at").gte(PARKED_DUE_AT) if parked else Key("due_at").lt(PARKED_DUE_AT))
+        return self._query(
+            {
+                "IndexName": CAMPAIGN_INDEX,
+                "KeyConditionExpression": key,
+                "FilterExpression": Attr("status").eq("pending"),
+            },
+            page_size,
+        )
+
+    def _query(self, kwargs: dict[str, Any], page_size: int | None) -> Iterator[dict[str, Any]]:
+        if page_size is not None:
+            kwargs["Limit"] = page_size
         while True:
             page = self.table.query(**kwargs)
             for item in page.get("Items", []):
-                yield _plain(item)
+                yield plain(item)
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -236,9 +256,11 @@ class CampaignJobs:
         )
 
     def cancel(self, call_id: str, reason: str) -> bool:
+        """pending (parked or not) -> cancelled, its real due_at back (the report shows when it was due)."""
         return self._update(
             call_id,
-            "SET #s = :cancelled, last_error = :why, updated_at = :now REMOVE paused_due_at",
+            "SET #s = :cancelled, last_error = :why, updated_at = :now, "
+            "due_at = if_not_exists(paused_due_at, due_at) REMOVE paused_due_at",
             "#s = :pending",
             {":cancelled": "cancelled", ":why": reason},
         )

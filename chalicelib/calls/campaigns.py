@@ -38,8 +38,8 @@ def parse_days(text: str) -> tuple[int, ...]:
     """`mon-fri`, `sat,sun`, `mon-wed,fri` -> weekday numbers (Monday 0), sorted."""
     days: set[int] = set()
     for part in text.lower().replace(" ", "").split(","):
-        first, _, last = part.partition("-")
-        if first not in WEEKDAYS or (last and last not in WEEKDAYS):
+        first, dash, last = part.partition("-")
+        if first not in WEEKDAYS or (dash and last not in WEEKDAYS):
             raise CampaignError(f"days {text!r}: use mon..sun, ranges and commas, e.g. mon-fri or sat,sun")
         start = WEEKDAYS.index(first)
         end = WEEKDAYS.index(last) if last else start

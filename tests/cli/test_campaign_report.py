@@ -136,3 +136,22 @@ def test_html_report_draws_every_chart_in_a_real_browser_offline(tmp_path):
         check=False,
     )
     assert done.returncode == 0 and shot.stat().st_size > 10_000, done.stderr[-2000:]
+
+
+def test_stats_stay_bounded_whatever_the_callers_say():
+    """Free-text answers and results are counted up to report.MAX_DISTINCT values, the rest as one bar."""
+    stats = report.Stats()
+    for i in range(5000):
+        stats.add(
+            {
+                "status": "completed",
+                "outcome": "completed",
+                "result": f"result-{i}",
+                "responses": {f"Step{i}": {"Speech": f"said {i}"}, "Ask": {"Speech": f"words {i}"}},
+            }
+        )
+    assert len(stats.result) == report.MAX_DISTINCT + 1 and stats.result[report.OTHER] > 4900
+    assert len(stats.steps) <= report.MAX_DISTINCT + 1 and stats.steps["Ask"] == 5000
+    assert len(stats.answers) <= report.MAX_DISTINCT + 1
+    assert all(len(c) <= report.MAX_DISTINCT + 1 for c in stats.answers.values())
+    assert sum(stats.result.values()) == 5000
