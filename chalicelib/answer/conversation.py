@@ -82,6 +82,18 @@ class Conversation:
     def finish(self, answer: Answer) -> None:
         """Apply what the reply means for the job: record the step's input, the served reply's result, and
         an opt-out. Never raises: the reply is served whatever happens here."""
+        try:
+            self._finish(answer)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not cost the caller the step
+            log.error(
+                "step not recorded on the job",
+                call_id=self.call_id,
+                call_uuid=self.params.get("CallUUID"),
+                step=self.step,
+                cause=logs.cause(exc),
+            )
+
+    def _finish(self, answer: Answer) -> None:
         effects = None if answer.fell_back else answer.effects
         if effects is not None and effects.opt_out:
             self._opt_out()

@@ -499,3 +499,18 @@ def test_dynamodb_requests_for_a_v1_job(client, calls, ddb):
     served(post_to(client, step_url("ConfReply", call_id="J2"), call_params(Digits="1")))
     assert ddb.calls == ["UpdateItem", "UpdateItem"]
     assert item(calls, "J2")["responses"]["ConfReply"]["Digits"] == "1"
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_each_answer_flushes_its_metrics_once(client, calls, capsys):
+    add_job(calls)
+    capsys.readouterr()
+    served(post_to(client, step_url("ConfReply"), call_params(Digits="1")))
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert len(docs) == 1  # one EMF document: this invocation's counts, flushed once
+    assert docs[0]["AnswersServed"] in (1, 1.0, [1.0]) and docs[0]["StepInputsRecorded"] in (1, 1.0, [1.0])
+    served(post_to(client, step_url("ConfReply"), call_params(Digits="1")))  # Plivo's retry: no new input
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert len(docs) == 1 and "StepInputsRecorded" not in docs[0]
