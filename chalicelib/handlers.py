@@ -311,6 +311,14 @@ def rest_api_only(request: Any, get_response: Callable[[Any], Response]) -> Resp
     return Response(body=body, status_code=500, headers=dict(UNSUPPORTED))
 
 
+def _flush_metrics() -> None:
+    """Once per invocation: the counts of this invocation as EMF lines (never the reply's problem)."""
+    try:
+        metrics.flush()
+    except Exception as exc:  # noqa: BLE001 - a metric must not break a call
+        log.error("cannot write metrics", cause=logs.cause(exc))
+
+
 @logs.lambda_entry
 def answer(request: Any, context: Any = None) -> Response:
     """GET|POST /answer: 403 for a bad or missing signature, otherwise 200 with valid Plivo XML, always.
@@ -319,8 +327,20 @@ def answer(request: Any, context: Any = None) -> Response:
     SSM down, parameter missing), the call gets the built-in apology (200, no template rendered, so an
     unchecked request learns nothing) and one ERROR: a caller never hears silence, and a 403 or 500 would
     end the call without a word.
+
+    A step of a conversation (`?step=Name&call_id=...`) is served like a first answer; what it carries
+    and what its served reply asked for (`result()`, `optout()`) is recorded on the job afterwards
+    (chalicelib.answer.conversation), and a failure to record still serves the reply.
     """
+    try:
+        return _answer(request)
+    finally:
+        _flush_metrics()
+
+
+def _answer(request: Any) -> Response:
     from chalicelib.answer import pipeline
+    from chalicelib.answer.conversation import Conversation
     from chalicelib.answer.render import BUILTIN_FALLBACK
 
     def render(settings: Settings, callback: Callback) -> Response:
@@ -328,11 +348,25 @@ def answer(request: Any, context: Any = None) -> Response:
             store = resources.template_store()
         except ConfigError:
             store = None
-        return _xml(pipeline.render_answer(store, settings, callback.params))
+        conversation = Conversation(
+            callback.params,
+            base_url=lambda: request_url(request, settings),
+            journal=resources.step_journal,
+            dnc=resources.campaign_store,
+        )
+        reply = pipeline.answer(store, settings, callback.params, conversation.names)
+        conversation.finish(reply)
+        metrics.count(metrics.ANSWERS_SERVED)
+        if reply.reason is not None:
+            metrics.count(metrics.ANSWER_FALLBACKS, Reason=reply.reason)
+        return _xml(reply.xml)
 
-    return _serve(
-        request, render, lambda: _xml(BUILTIN_FALLBACK), "answer failed; serving the built-in fallback"
-    )
+    def fallback() -> Response:
+        metrics.count(metrics.ANSWERS_SERVED)
+        metrics.count(metrics.ANSWER_FALLBACKS, Reason="error")
+        return _xml(BUILTIN_FALLBACK)
+
+    return _serve(request, render, fallback, "answer failed; serving the built-in fallback")
 
 
 @logs.lambda_entry
@@ -360,7 +394,10 @@ def hangup(request: Any, context: Any = None) -> Response:
         record_hangup(resources.job_repository(), settings, call_id, params, time.time())
         return _xml(EMPTY_RESPONSE)
 
-    return _serve(request, record, lambda: _xml(EMPTY_RESPONSE, 500), "hangup callback not recorded")
+    try:
+        return _serve(request, record, lambda: _xml(EMPTY_RESPONSE, 500), "hangup callback not recorded")
+    finally:
+        _flush_metrics()
 
 
 @logs.lambda_entry
@@ -370,7 +407,7 @@ def launch_calls(event: Any, context: Any = None) -> dict[str, int]:
     try:
         return launch(remaining_ms=remaining)
     finally:
-        metrics.flush()
+        _flush_metrics()
 
 
 def launch(remaining_ms: Callable[[], int] | None = None) -> dict[str, int]:

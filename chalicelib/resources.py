@@ -15,6 +15,7 @@ from chalicelib import logs
 from chalicelib.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
+    from chalicelib.answer.journal import StepJournal
     from chalicelib.answer.store import TemplateStore
     from chalicelib.calls.campaign_store import CampaignJobs, CampaignStore
     from chalicelib.calls.events import Publisher
@@ -127,6 +128,14 @@ def job_repository() -> JobRepository:
     return JobRepository(calls_table())
 
 
+@functools.cache
+def step_journal() -> StepJournal:
+    """The answer route's adapter on the calls table (conversations: `job`, `responses`, `result`)."""
+    from chalicelib.answer.journal import StepJournal
+
+    return StepJournal(calls_table())
+
+
 TOKEN_FAILURE_SECONDS = 5.0
 _token_failure: dict[str, Any] = {}  # "message", "until": a recent failure to read the token
 
@@ -177,6 +186,7 @@ def reset() -> None:
         ssm_client,
         template_store,
         job_repository,
+        step_journal,
         _resolved_auth_token,
         plivo_client,
     ):

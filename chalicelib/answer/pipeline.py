@@ -1,15 +1,19 @@
 """The answer pipeline: select a template, render it, check the XML, fall back. Never silent.
 
-Selection (SPEC "The template store"): X-PH-Template naming an existing template, then the first
-routes.json rule whose headers all match, then the routes.json default, then DEFAULT_TEMPLATE, then the
-built-in apology. Any failure along the way serves DEFAULT_TEMPLATE (if it works) or the built-in
-apology, and logs one ERROR line with the CallUUID and every cause.
+Selection (SPEC "The template store"): the `step` query parameter (the next step of a conversation: a
+missing or broken step template is a broken flow, no guessing), X-PH-Template naming an existing template,
+then the first routes.json rule whose headers all match, then the routes.json default, then
+DEFAULT_TEMPLATE, then the built-in apology. Any failure along the way serves DEFAULT_TEMPLATE (if it
+works) or the built-in apology, and logs one ERROR line with the CallUUID and every cause.
+
+What a served step asked for (`result()`, `optout()`) is returned in `Answer.effects`, and only for the
+template that was actually served: a reply that fell back has no effects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from jinja2 import Template
@@ -17,6 +21,7 @@ from jinja2 import Template
 from chalicelib.answer import plivo_xml, render
 from chalicelib.answer.render import BUILTIN_FALLBACK, TemplateError
 from chalicelib.answer.routes import EMPTY_ROUTES, Routes, RoutesError
+from chalicelib.answer.steps import StepEffects
 from chalicelib.answer.store import StoreUnavailable, TemplateBroken, TemplateMissing
 from chalicelib.logs import log
 from chalicelib.settings import Settings
@@ -34,29 +39,77 @@ class TemplateSource(Protocol):
         ...
 
 
+# Names a template may use beyond v1's (`step`, `job`, `url`, `result`, `optout`): given the template's
+# compiled `uses`, its own name and the effects to collect into, the context entries to add.
+StepNames = Callable[[frozenset[str], str, StepEffects], Mapping[str, Any]]
+
+
+@dataclass
+class Causes:
+    """Why the answer did not go as selected: readable texts, and a metric reason for each."""
+
+    texts: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    def add(self, reason: str, text: str) -> None:
+        self.texts.append(text)
+        self.reasons.append(reason)
+
+    def __bool__(self) -> bool:
+        return bool(self.texts)
+
+    def __str__(self) -> str:
+        return "; ".join(self.texts)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The reply and what it means for the conversation."""
+
+    xml: str
+    served: str | None  # the template whose output this is (None: the built-in apology)
+    fell_back: bool  # the selected template did not serve (DEFAULT_TEMPLATE or the apology did)
+    effects: StepEffects | None = None  # result()/optout() of the served template; None when it fell back
+    reason: str | None = None  # the metric reason of the first cause, when something went wrong
+
+
 def _try(
     store: TemplateSource,
     name: str,
     context: Mapping[str, Any],
-    causes: list[str],
+    causes: Causes,
     template: Template | None = None,
-) -> str | None:
-    """Render template `name` into valid Plivo XML, or record why not and return None."""
+    names: StepNames | None = None,
+    reason: str | None = None,
+) -> tuple[str, StepEffects | None] | None:
+    """Render template `name` into valid Plivo XML (and the effects it asked for), or record why not and
+    return None. `reason` overrides the metric reason (a step's template: "step-missing")."""
+    effects: StepEffects | None = None
     try:
         if template is None:
             template = store.template(name)
+        uses = render.uses(template)
+        if uses and names is not None:
+            effects = StepEffects()
+            context = {**context, **names(uses, name, effects)}
         xml = render.render(template, context)
     except TemplateMissing:
-        causes.append(f"template {name!r} not found")
+        causes.add(reason or "missing", f"template {name!r} not found")
         return None
-    except (TemplateBroken, StoreUnavailable, TemplateError) as exc:
-        causes.append(f"template {name!r}: {exc}")
+    except TemplateBroken as exc:
+        causes.add(reason or "broken", f"template {name!r}: {exc}")
+        return None
+    except StoreUnavailable as exc:
+        causes.add("store-unavailable", f"template {name!r}: {exc}")
+        return None
+    except TemplateError as exc:
+        causes.add("render-failed", f"template {name!r}: {exc}")
         return None
     problem = plivo_xml.first_problem(xml)
     if problem is not None:
-        causes.append(f"template {name!r} rendered invalid Plivo XML: {problem}")
+        causes.add("invalid-xml", f"template {name!r} rendered invalid Plivo XML: {problem}")
         return None
-    return xml
+    return xml, effects
 
 
 @dataclass(frozen=True)
@@ -67,9 +120,23 @@ class Selection:
 
 
 def select(
-    store: TemplateSource, settings: Settings, headers: Mapping[str, str], causes: list[str]
+    store: TemplateSource,
+    settings: Settings,
+    headers: Mapping[str, str],
+    causes: Causes,
+    step: str | None = None,
 ) -> Selection:
-    """Steps 1-4 of the selection; failures on the way are appended to `causes`."""
+    """Steps 0-4 of the selection; failures on the way are added to `causes`."""
+    if step is not None:
+        try:
+            return Selection(step, store.template(step))
+        except TemplateMissing:
+            causes.add("step-missing", f"step template {step!r} not found: the flow is broken")
+        except TemplateBroken as exc:
+            causes.add("step-missing", f"step template {step!r}: {exc}")
+        except StoreUnavailable as exc:
+            causes.add("store-unavailable", f"cannot look up step template {step!r}: {exc}")
+        return Selection(step, failed=True)  # the next step of a flow: never a guess from the routes
     requested = headers.get("Template")
     if requested:
         try:
@@ -77,7 +144,7 @@ def select(
         except TemplateMissing:
             pass  # unknown names fall through to the rules
         except TemplateBroken as exc:
-            causes.append(f"template {requested!r}: {exc}")
+            causes.add("broken", f"template {requested!r}: {exc}")
             return Selection(requested, failed=True)  # it exists: fall back, not guess
         except StoreUnavailable as exc:
             # S3 is down and this name is not cached: fall through to the cached routes and default,
@@ -85,7 +152,8 @@ def select(
             unchecked = f"cannot look up X-PH-Template {requested!r}: {exc}"
             picked = _by_routes(store, settings, headers, causes)
             if picked.name is None:
-                causes.insert(0, unchecked)
+                causes.texts.insert(0, unchecked)
+                causes.reasons.insert(0, "store-unavailable")
             else:
                 log.warning(
                     "S3 unavailable and X-PH-Template not cached; falling through to routes.json",
@@ -98,16 +166,16 @@ def select(
 
 
 def _by_routes(
-    store: TemplateSource, settings: Settings, headers: Mapping[str, str], causes: list[str]
+    store: TemplateSource, settings: Settings, headers: Mapping[str, str], causes: Causes
 ) -> Selection:
     """Steps 2-4: the first matching rule, routes.json's default, DEFAULT_TEMPLATE."""
     try:
         routes = store.routes()
     except StoreUnavailable as exc:
-        causes.append(f"cannot read routes.json: {exc}")
+        causes.add("store-unavailable", f"cannot read routes.json: {exc}")
         return Selection(None)
     except RoutesError as exc:
-        causes.append(str(exc))
+        causes.add("broken", str(exc))
         routes = EMPTY_ROUTES
     name = routes.choose(headers)
     if name is None and settings.default_template:
@@ -115,36 +183,58 @@ def _by_routes(
     return Selection(name)
 
 
-def render_answer(store: TemplateSource | None, settings: Settings, params: Mapping[str, str]) -> str:
-    """The XML a call with these Plivo parameters gets. `store` may be None (no bucket configured)."""
+def step_of(params: Mapping[str, str]) -> str | None:
+    """The `step` a request names (selection step 0), or None for a first answer."""
+    return params.get("step") or None
+
+
+def answer(
+    store: TemplateSource | None,
+    settings: Settings,
+    params: Mapping[str, str],
+    names: StepNames | None = None,
+) -> Answer:
+    """The reply to a call with these Plivo parameters. `store` may be None (no bucket configured);
+    `names` gives conversation templates their extra names (None: templates get v1's context only)."""
     context = render.answer_context(params)
-    causes: list[str] = []
+    causes = Causes()
+    picked = Selection(None)
     if store is None:
-        causes.append("no template store (TEMPLATE_BUCKET is not set)")
+        causes.add("no-template", "no template store (TEMPLATE_BUCKET is not set)")
     else:
-        picked = select(store, settings, context["headers"], causes)
+        step = step_of(params)
+        picked = select(store, settings, context["headers"], causes, step)
         if picked.name is None and not causes:
-            return BUILTIN_FALLBACK  # nothing is configured to pick a template: step 5
+            return Answer(BUILTIN_FALLBACK, None, False)  # nothing is configured to pick a template: step 5
         if picked.name is not None and not picked.failed:
-            xml = _try(store, picked.name, context, causes, picked.template)
-            if xml is not None:
+            reason = "step-missing" if step is not None else None
+            done = _try(store, picked.name, context, causes, picked.template, names, reason)
+            if done is not None:
+                first = causes.reasons[0] if causes else None
                 if causes:  # e.g. a broken routes.json, and DEFAULT_TEMPLATE served instead
                     _log_fallback(params, causes, served=picked.name)
-                return xml
+                return Answer(done[0], picked.name, False, done[1] or StepEffects(), first)
         default = settings.default_template
         if default and default != picked.name:
-            xml = _try(store, default, context, causes)
-            if xml is not None:
+            done = _try(store, default, context, causes, names=names)
+            if done is not None:
                 _log_fallback(params, causes, served=default)
-                return xml
+                return Answer(done[0], default, True, None, causes.reasons[0])
     _log_fallback(params, causes, served="built-in")
-    return BUILTIN_FALLBACK
+    return Answer(BUILTIN_FALLBACK, None, True, None, causes.reasons[0] if causes else "no-template")
 
 
-def _log_fallback(params: Mapping[str, str], causes: list[str], served: str) -> None:
+def render_answer(store: TemplateSource | None, settings: Settings, params: Mapping[str, str]) -> str:
+    """The XML a call with these Plivo parameters gets (v1's context: no conversation names)."""
+    return answer(store, settings, params).xml
+
+
+def _log_fallback(params: Mapping[str, str], causes: Causes, served: str) -> None:
     log.error(
         "answer fell back",
+        call_id=params.get("call_id"),
         call_uuid=params.get("CallUUID"),
-        cause="; ".join(causes),
+        step=step_of(params),
+        cause=str(causes),
         served=served,
     )

@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import ChainableUndefined, Environment, Template, TemplateSyntaxError, nodes
+from jinja2 import ChainableUndefined, Environment, Template, TemplateSyntaxError, meta, nodes
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, markup_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
@@ -34,6 +34,23 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 class TemplateError(Exception):
     """A template cannot be compiled or rendered; the message says why (with the line when known)."""
+
+
+# The names conversations add to the context (SPEC "The template store", v2). A template that names none of
+# them gets none of them: the v1 answer path does no extra work.
+STEP_NAMES = frozenset({"step", "job", "url", "result", "optout"})
+
+
+class AnswerTemplate(Template):
+    """A compiled template that knows, from its AST, which of STEP_NAMES it uses (decided once per version:
+    only a template that names `job` costs a GetItem)."""
+
+    uses: frozenset[str] = frozenset()
+
+
+def uses(template: Template) -> frozenset[str]:
+    """Which of STEP_NAMES `template` names (none for a template compiled elsewhere)."""
+    return getattr(template, "uses", frozenset())
 
 
 class CaseInsensitive(Mapping[str, str]):
@@ -376,7 +393,13 @@ def compile_template(source: str) -> Template:
     """
     token = _BUDGET.set(_Budget(plivo_xml.MAX_BYTES, time.monotonic() + MAX_RENDER_SECONDS))
     try:
-        return environment().from_string(source)
+        env = environment()
+        tree = env.parse(source)
+        names = frozenset(meta.find_undeclared_variables(tree) & STEP_NAMES)
+        template = env.from_string(tree, template_class=AnswerTemplate)
+        assert isinstance(template, AnswerTemplate)
+        template.uses = names
+        return template
     except TemplateSyntaxError as exc:
         raise TemplateError(f"line {exc.lineno}: {exc.message}") from None
     except Exception as exc:  # noqa: BLE001 - any compile failure is a broken template

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -86,7 +86,9 @@ class StepEffects:
     calls: list[str] = field(default_factory=list)
 
     def set_result(self, label: object) -> str:
-        self.result = check_result(label)
+        label = check_result(label)
+        if not self.opt_out:  # an opted-out caller stays opted out, whatever the template says next
+            self.result = label
         return ""
 
     def set_opt_out(self) -> str:
@@ -117,3 +119,60 @@ def step_record(step: str, params: Mapping[str, str], effects: StepEffects, now:
         if params.get("CallUUID"):
             response["CallUUID"] = params["CallUUID"]
     return StepRecord(step, request_key(params, step, given), response, effects.result)
+
+
+def context_names(
+    uses: frozenset[str],
+    step: str,
+    call_id: str | None,
+    base_url: Callable[[], str | None],
+    job: Callable[[], Mapping[str, Any] | None],
+    effects: StepEffects,
+) -> dict[str, Any]:
+    """The conversation names a template uses (and only those: a v1 template gets none and costs nothing).
+
+    `job` is asked for only when the template names `job` (one GetItem); a job that does not exist is left
+    out, so `job.data.Name` renders empty. The functions are plain callables: the sandbox refuses their
+    `__` attributes, so they open nothing a template could not already reach.
+    """
+    names: dict[str, Any] = {}
+    if "step" in uses:
+        names["step"] = step
+    if "job" in uses:
+        loaded = job()
+        if loaded is not None:
+            names["job"] = loaded
+    if "url" in uses:
+
+        def url(name: object, /, **params: Any) -> str:
+            base = base_url()
+            if not base:
+                raise StepError("url(): no public URL for /answer (set PUBLIC_BASE_URL)")
+            if not isinstance(name, str):
+                raise StepError(f"url(): step {name!r} is not a template name")
+            return step_url(base, name, call_id, params)
+
+        names["url"] = url
+    if "result" in uses:
+        names["result"] = effects.set_result
+    if "optout" in uses:
+        names["optout"] = effects.set_opt_out
+    return names
+
+
+def record_for(
+    step: str | None,
+    served: str | None,
+    params: Mapping[str, str],
+    effects: StepEffects | None,
+    now: float,
+) -> StepRecord | None:
+    """What this answer writes on its job: a step request's input (also when its reply fell back), and the
+    result of a reply that was served (`effects` None: it fell back). None: nothing to write."""
+    if step is not None:
+        record = step_record(step, params, effects or StepEffects(), now)
+    elif served is not None and effects is not None and effects.result is not None:
+        record = StepRecord(served, request_key(params, served, {}), None, effects.result)
+    else:
+        return None
+    return None if record.empty else record
