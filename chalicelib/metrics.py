@@ -8,7 +8,9 @@ dimension can take unbounded values however many templates or campaigns a strang
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from typing import Any
 
 NAMESPACE = "callflow"
@@ -67,6 +69,7 @@ class _Recorder:
         self._values: dict[str, float] = {}
         self._dimensioned: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._campaigns: set[str] = set()
+        self._skeletons: dict[tuple[str, ...], dict[str, Any]] = {}
 
     def bounded(self, name: str, value: str) -> str:
         if name == "Campaign":
@@ -94,6 +97,20 @@ class _Recorder:
         with self._lock:
             self._values[metric] = value
 
+    def _document(self, names: tuple[str, ...], metrics_class: Any) -> dict[str, Any]:
+        """The EMF document Powertools writes for this set of metric names, built by Powertools once per
+        set and then reused with this invocation's values: building `Metrics` and validating its schema
+        costs about 150 µs, several times a warm answer's own work."""
+        skeleton = self._skeletons.get(names)
+        if skeleton is None:
+            metrics = metrics_class(namespace=NAMESPACE, service=SERVICE)
+            for name in names:
+                metrics.add_metric(name=name, unit=UNITS.get(name, "Count"), value=0)
+            skeleton = metrics.serialize_metric_set()
+            metrics.clear_metrics()
+            self._skeletons[names] = skeleton
+        return dict(skeleton)
+
     def flush(self) -> None:
         with self._lock:
             plain, values, dimensioned = self._plain, self._values, self._dimensioned
@@ -103,12 +120,12 @@ class _Recorder:
         from aws_lambda_powertools.metrics import Metrics, single_metric
 
         if plain or values:
-            metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-            for name, total in plain.items():
-                metrics.add_metric(name=name, unit=UNITS.get(name, "Count"), value=total)
-            for name, number in values.items():
-                metrics.add_metric(name=name, unit=UNITS.get(name, "Count"), value=number)
-            metrics.flush_metrics()
+            numbers = {**plain, **values}
+            document = self._document(tuple(sorted(numbers)), Metrics)
+            document["_aws"] = {**document["_aws"], "Timestamp": int(time.time() * 1000)}
+            for name, number in numbers.items():
+                document[name] = [float(number)]
+            print(json.dumps(document, separators=(",", ":")))
         for (name, dims), total in dimensioned.items():
             unit: Any = UNITS.get(name, "Count")
             with single_metric(name=name, unit=unit, value=total, namespace=NAMESPACE) as metric:
