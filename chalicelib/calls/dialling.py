@@ -40,6 +40,7 @@ class Feeder:
         self._queues: dict[str, deque[Job]] = {}
         self._held = 0
         self._exhausted = False
+        self._error: Exception | None = None
         self._shares = Shares()
 
     def _read(self) -> bool:
@@ -47,6 +48,10 @@ class Feeder:
             item = next(self._items)
         except StopIteration:
             self._exhausted = True
+            return False
+        except Exception as exc:  # noqa: BLE001 - a page failed: hand out what was read, then raise it
+            self._exhausted = True
+            self._error = exc
             return False
         queue = str(item.get("campaign") or NO_CAMPAIGN)
         self._queues.setdefault(queue, deque()).append(item)
@@ -58,6 +63,9 @@ class Feeder:
 
     def __next__(self) -> Job:
         if not self._held and not self._read():
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
             raise StopIteration
         while not self._exhausted and self._held < self._lookahead and self._read():
             pass
