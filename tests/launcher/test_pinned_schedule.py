@@ -57,10 +57,12 @@ def test_malformed_windows_are_window_errors_quoting_the_text(text):
 
 @pytest.mark.parametrize("value", [None, 800, ["08:00-21:00"]])
 def test_non_text_window_and_zone_are_window_errors(value):
-    with pytest.raises(schedule.WindowError):
+    with pytest.raises(schedule.WindowError) as caught:
         schedule.parse_window(value)
-    with pytest.raises(schedule.WindowError):
+    assert repr(value) in str(caught.value)
+    with pytest.raises(schedule.WindowError) as caught:
         schedule.zone(value)
+    assert repr(value) in str(caught.value)
 
 
 @pytest.mark.parametrize("name", ["America/New York", "Mars/Olympus", "", "../etc/passwd", "UTC\x00"])
