@@ -9,6 +9,14 @@ import pytest
 from chalicelib.answer import plivo_xml, render
 from chalicelib.answer import routes as routing
 
+
+@pytest.fixture(autouse=True)
+def fresh_environment(monkeypatch):
+    """Each test builds the shared sandbox anew, so what `environment()` configures is what is tested
+    (not an environment left by an earlier test or process)."""
+    monkeypatch.setattr(render, "_env", None)
+
+
 # --- Plivo XML -------------------------------------------------------------------------------------
 
 
