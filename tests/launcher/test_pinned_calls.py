@@ -369,3 +369,26 @@ def test_the_sdk_defaults_are_not_shared_between_bodies():
     second = call_body.build_call_body(job(), BASE)
     assert first["ring_timeout"] == 30 and second["ring_timeout"] == 120
     assert call_body.SDK_DEFAULTS["ring_timeout"] == 120
+
+
+def test_a_zone_is_checked_even_without_a_window():
+    assert problems_of(tz="Europe/Nowhere") == ["time zone 'Europe/Nowhere' is not a known IANA zone"]
+    assert call_body.validate_job(job(tz="Europe/Berlin")) == {"tz": "Europe/Berlin"}
+
+
+def test_header_names_of_mixed_types_are_sorted_as_text():
+    assert call_body.header_problems({5: "1", "a": "1"}) == [
+        "header name 5 may contain only letters A-Z, a-z and digits 0-9"
+    ]
+
+
+def test_decimal_zero_is_a_header_value():
+    assert call_body.encode({"Z": Decimal("0")}) == "Z=0"
+
+
+def test_only_slashes_are_trimmed_from_public_base_url():
+    assert call_body.hangup_url("https://h/APIX/", "a") == "https://h/APIX/hangup?call_id=a"
+    assert (
+        call_body.build_call_body(job(), "https://h/APIX")["answer_url"].split("?")[0]
+        == "https://h/APIX/answer"
+    )
