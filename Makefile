@@ -40,6 +40,15 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Opt-in, slow (minutes per module on 2 cores), never part of `make test`: mutation testing of the pure
+# modules over the fast unit tests ([tool.mutmut] in pyproject.toml). MUTANTS narrows it to one module,
+# e.g. `make mutation MUTANTS='chalicelib.signature*'`; `.venv/bin/mutmut results` lists the survivors.
+MUTANTS ?=
+MUTMUT_CHILDREN ?= 1
+mutation: venv
+	$(VENV)/bin/mutmut run --max-children $(MUTMUT_CHILDREN) $(MUTANTS)
+	$(VENV)/bin/mutmut results
+
 bench: venv
 	$(PY) -m bench
 
