@@ -38,7 +38,7 @@ from tests.launcher.launcherlib import BASE, make_job
 
 LONG = os.environ.get("CALLFLOW_LONG") == "1"
 EXAMPLES = int(os.environ.get("CALLFLOW_MODEL_EXAMPLES", 5000 if LONG else 500))
-STEPS = 10
+STEPS = 8
 SHRINK = LONG or os.environ.get("CALLFLOW_MODEL_SHRINK") == "1"
 STALE = 600.0
 START = 1_780_000_000.0
