@@ -542,6 +542,10 @@ class Launcher:
             self._finish(call_id, "skipped", JobStatus.PENDING, last_error=result.error)
             self._halt("Plivo rejected the credentials (401)", error=True)
             log.error("Plivo authentication failed; run stopped", cause=result.error, **fields)
+        elif result.outcome == Outcome.CONFIG_ERROR and result.status == 404 and self.counts["placed"]:
+            # This run has placed calls through the same URL, so the URL is Plivo's: the 404 is this job's.
+            self._finish(call_id, "failed", JobStatus.FAILED, job=job, last_error=result.error)
+            log.warning("call rejected by Plivo", cause=result.error, **fields)
         elif result.outcome == Outcome.CONFIG_ERROR:
             # PLIVO_API_URL is wrong for every job: stop at the first such reply, fail nothing.
             self._finish(call_id, "skipped", JobStatus.PENDING)
