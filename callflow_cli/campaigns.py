@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from callflow_cli.campaign_rules import CampaignError
 from callflow_cli.errors import UserError, plural
-from chalicelib.calls.campaigns import MAX_WEIGHT, Campaign, CampaignError, CampaignState, is_campaign_name
+from chalicelib.calls.campaigns import MAX_WEIGHT, Campaign, CampaignState, is_campaign_name
 
 # A pause or a do-not-call entry is in force once the command returns: the launcher re-reads campaign states
 # and the list at most CHECK_MAX_AGE seconds before each dial, so the command waits a little longer than that.
@@ -93,7 +94,7 @@ def _weight(text: str) -> float:
 
 
 def _retries(texts: Iterable[str]) -> dict[str, tuple[int, ...]]:
-    from chalicelib.calls import campaigns as rules
+    from callflow_cli import campaign_rules as rules
 
     found: dict[str, tuple[int, ...]] = {}
     for text in texts:
@@ -135,7 +136,7 @@ def campaigns_create(
     weight: str,
 ) -> None:
     """Create campaign NAME ([A-Za-z0-9-]{1,64}) with its calling rules."""
-    from chalicelib.calls import campaigns as rules
+    from callflow_cli import campaign_rules as rules
     from chalicelib.calls.campaign_store import CampaignExists
     from chalicelib.calls.numbers import NumberError, normalize
 
@@ -190,7 +191,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _rules_lines(c: Campaign) -> list[str]:
-    from chalicelib.calls.campaigns import format_days
+    from callflow_cli.campaign_rules import format_days
 
     lines = [f"campaign {c.name}: {c.state}", f"  weight            {c.weight:g}"]
     shown = {

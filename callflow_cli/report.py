@@ -180,7 +180,7 @@ def _counts(counter: Counter[str], total: int) -> list[tuple[str, float, str]]:
 
 
 def render_html(campaign: Campaign, stats: Stats, now: float | None = None) -> str:
-    from chalicelib.calls.campaigns import format_days
+    from callflow_cli.campaign_rules import format_days
 
     generated = datetime.fromtimestamp(now if now is not None else time.time()).strftime("%Y-%m-%d %H:%M")
     funnel_total = stats.total

@@ -319,7 +319,7 @@ def templates_render(
 
     What the step would record (its input, `result()`, `optout()`) is printed after the XML, on stderr."""
     from chalicelib.answer import steps
-    from chalicelib.answer.pipeline import render_answer
+    from chalicelib.answer.pipeline import answer
     from chalicelib.answer.render import answer_context
     from chalicelib.answer.store import StoreUnavailable, TemplateBroken, TemplateMissing
 
@@ -361,7 +361,7 @@ def templates_render(
         problem = str(exc)
     if problem:
         # What a call gets instead: the runtime's own fallback.
-        click.echo(render_answer(store, settings, call), nl=False)
+        click.echo(answer(store, settings, call).xml, nl=False)
         raise UserError(
             f"template {name!r} does not render valid Plivo XML ({problem}); "
             "a call gets the fallback printed above"

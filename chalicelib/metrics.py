@@ -60,7 +60,7 @@ OUTCOMES = frozenset({"completed", "busy", "no-answer", "timeout", "failed", "ca
 DIMENSION_VALUES = {"Reason": REASONS, "Route": ROUTES, "Outcome": OUTCOMES}
 
 
-class _Recorder:
+class Recorder:
     """Counts within one invocation; `flush` writes one EMF document per set of dimensions."""
 
     def __init__(self) -> None:
@@ -134,7 +134,7 @@ class _Recorder:
                     metric.add_dimension(name=key, value=value)
 
 
-recorder = _Recorder()
+recorder = Recorder()
 count = recorder.count
 value = recorder.value
 flush = recorder.flush

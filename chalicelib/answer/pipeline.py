@@ -224,11 +224,6 @@ def answer(
     return Answer(BUILTIN_FALLBACK, None, True, None, causes.reasons[0] if causes else "no-template")
 
 
-def render_answer(store: TemplateSource | None, settings: Settings, params: Mapping[str, str]) -> str:
-    """The XML a call with these Plivo parameters gets (v1's context: no conversation names)."""
-    return answer(store, settings, params).xml
-
-
 def _log_fallback(params: Mapping[str, str], causes: Causes, served: str) -> None:
     log.error(
         "answer fell back",

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from callflow_cli.templates import validate_template
 from chalicelib.answer import plivo_xml, render
 from chalicelib.answer import routes as routing
-from chalicelib.answer.pipeline import render_answer
+from chalicelib.answer.pipeline import answer as answer_for
 from chalicelib.answer.store import StoreUnavailable, TemplateBroken, TemplateMissing
 from chalicelib.handlers import parse_form
 from chalicelib.settings import Settings
@@ -287,19 +287,19 @@ ROUTES = json.dumps({"default": "Three", "rules": [{"when": {"Pick": "two"}, "te
     ],
 )
 def test_selection_order(params, routes, default, expected):
-    xml = render_answer(DictStore(SOURCES, routes), Settings(default_template=default), params)
+    xml = answer_for(DictStore(SOURCES, routes), Settings(default_template=default), params).xml
     assert plivo_xml.problems(xml) == []
     assert expected in xml
 
 
 def test_store_down_gives_builtin():
-    xml = render_answer(DictStore(SOURCES, ROUTES, down=True), Settings(default_template="Dflt"), {})
+    xml = answer_for(DictStore(SOURCES, ROUTES, down=True), Settings(default_template="Dflt"), {}).xml
     assert "We are sorry" in xml and [el.tag for el in fromstring(xml)] == ["Speak", "Hangup"]
 
 
 def test_broken_default_template_gives_builtin():
     store = DictStore({"Bad": "<Response><Nope/></Response>"}, json.dumps({"default": "Bad"}))
-    assert "We are sorry" in render_answer(store, Settings(default_template="Bad"), {})
+    assert "We are sorry" in answer_for(store, Settings(default_template="Bad"), {}).xml
 
 
 # ---------------------------------------------------------------- form parsing
@@ -418,7 +418,7 @@ def test_an_over_budget_template_falls_back_with_one_error(caplog):
 
     store = DictStore({"Big": '<Response><Speak>{{ "a" * (headers.N|int) }}</Speak></Response>'}, None)
     caplog.set_level(logging.INFO, logger="callflow")
-    xml = render_answer(store, Settings(), {"X-PH-Template": "Big", "X-PH-N": HUGE, "CallUUID": "cu-big"})
+    xml = answer_for(store, Settings(), {"X-PH-Template": "Big", "X-PH-N": HUGE, "CallUUID": "cu-big"}).xml
     assert "We are sorry" in xml
     [error] = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert error.levelno == logging.ERROR and error.call_uuid == "cu-big" and "Big" in error.cause

@@ -7,8 +7,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from chalicelib.calls import campaigns, numbers
-from chalicelib.calls.campaigns import Campaign, CampaignError, CampaignState, next_allowed
+from callflow_cli import campaign_rules
+from callflow_cli.campaign_rules import CampaignError
+from chalicelib.calls import numbers
+from chalicelib.calls.campaigns import Campaign, CampaignState, next_allowed
 
 
 def at(zone: str, *parts: int) -> float:
@@ -30,21 +32,21 @@ def local(instant: float, zone: str) -> datetime:
     ],
 )
 def test_days(text, days):
-    assert campaigns.parse_days(text) == days
+    assert campaign_rules.parse_days(text) == days
 
 
 @pytest.mark.parametrize("text", ["", "monday", "mon-xyz", "1-5"])
 def test_bad_days(text):
     with pytest.raises(CampaignError, match="days"):
-        campaigns.parse_days(text)
+        campaign_rules.parse_days(text)
 
 
 def test_retry_rules():
-    assert campaigns.parse_retry("busy=300,900") == ("busy", (300, 900))
-    assert campaigns.parse_retry("machine=") == ("machine", ())
+    assert campaign_rules.parse_retry("busy=300,900") == ("busy", (300, 900))
+    assert campaign_rules.parse_retry("machine=") == ("machine", ())
     for bad in ("busy", "cancel=300", "busy=5m", "busy=-1"):
         with pytest.raises(CampaignError):
-            campaigns.parse_retry(bad)
+            campaign_rules.parse_retry(bad)
 
 
 def test_campaign_round_trips_through_its_item():
@@ -144,7 +146,7 @@ def test_blackout_and_days_defer_to_the_next_allowed_day():
         saturday,
         "08:00-21:00",
         ["Europe/Paris"],
-        days=campaigns.parse_days("mon-fri"),
+        days=campaign_rules.parse_days("mon-fri"),
         blackout=["2026-12-28"],
     )
     assert local(moved, "Europe/Paris") == datetime(2026, 12, 29, 8, 0, tzinfo=ZoneInfo("Europe/Paris"))
