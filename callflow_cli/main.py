@@ -13,7 +13,7 @@ import json
 
 import click
 
-from callflow_cli import calls, campaigns, templates
+from callflow_cli import calls, campaigns, events, templates
 from callflow_cli.errors import Group, UserError
 from chalicelib import resources
 
@@ -28,6 +28,7 @@ main.add_command(templates.group)
 main.add_command(calls.group)
 main.add_command(campaigns.campaigns)
 main.add_command(campaigns.dnc)
+main.add_command(events.events)
 
 
 @main.command("launch")

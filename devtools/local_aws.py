@@ -28,6 +28,8 @@ RESOURCES = ROOT / "infra" / "resources.json"
 BUCKET = "callflow-templates"
 TABLE = "callflow-calls"
 CAMPAIGNS_TABLE = "callflow-campaigns"
+EVENTS_QUEUE = "callflow-events"
+EVENTS_RULE = "callflow-outcomes"
 REGION = "us-east-1"
 HOST = "127.0.0.1"
 
@@ -246,3 +248,13 @@ def ensure_table(
         TableName=table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}
     )
     return True
+
+
+def ensure_events_queue(sqs, events, queue: str = EVENTS_QUEUE, rule: str = EVENTS_RULE) -> str:
+    """An SQS queue fed by an EventBridge rule for every callflow event on the default bus (what a user
+    would set up to consume them); returns the queue URL. Idempotent."""
+    url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=rule, EventPattern=json.dumps({"source": ["callflow"]}), State="ENABLED")
+    events.put_targets(Rule=rule, Targets=[{"Id": "queue", "Arn": arn}])
+    return url

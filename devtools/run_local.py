@@ -181,6 +181,7 @@ class Stack:
         dynamodb = self.boto_client("dynamodb")
         local_aws.ensure_table(dynamodb, local_aws.TABLE, resources_json)
         local_aws.ensure_table(dynamodb, local_aws.CAMPAIGNS_TABLE, resources_json, "CampaignsTable")
+        local_aws.ensure_events_queue(self.boto_client("sqs"), self.boto_client("events"))
 
     def callflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run the CLI as a user would (`python -m callflow_cli ...`) against this stack."""
