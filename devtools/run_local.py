@@ -39,7 +39,9 @@ SIM_AUTH_ID = "MASIMULATOR000000000"
 SIM_AUTH_TOKEN = "local-simulator-token"  # noqa: S105 - the simulator's own fake account
 DEMO_TO = "14155550123"
 DEMO_FROM = "14155550100"
-DEMO_HEADERS = {"Template": "Reminder", "Name": "Ada", "Date": "Tuesday"}
+DEMO_HEADERS = {"Template": "Reminder"}
+DEMO_DATA = {"Name": "Ada", "When": "Tuesday at 10:00"}
+DEMO_CALLEE = {"inputs": ["1"]}  # the simulated callee presses 1 at the first prompt
 FINAL_STATUSES = ("completed", "failed", "unknown", "cancelled")
 DEMO_MARKER = "==> demo call finished:"
 
@@ -272,6 +274,13 @@ def enqueue_demo(stack: Stack) -> str:
     args = ["calls", "add", "--id", call_id, "--to", DEMO_TO, "--from", DEMO_FROM, "--window", "00:00-24:00"]
     for name, value in DEMO_HEADERS.items():
         args += ["--header", f"{name}={value}"]
+    for name, value in DEMO_DATA.items():
+        args += ["--data", f"{name}={value}"]
+    import requests
+
+    requests.post(
+        f"{stack.plivo_url}/__sim/callees", json={DEMO_TO: DEMO_CALLEE}, timeout=5
+    ).raise_for_status()
     result = stack.callflow(*args)
     if result.returncode != 0:
         problem = result.stderr.strip() or result.stdout.strip()
@@ -292,6 +301,11 @@ def describe(job: Mapping[str, Any], heard: Mapping[str, Any] | None) -> list[st
             lines.append("  " + _event_words(event))
         if not heard.get("events"):
             lines.append(f"  The call was not answered (CallStatus {heard.get('call_status')}).")
+    for step, given in sorted((job.get("responses") or {}).items(), key=lambda kv: str(kv[1].get("at", ""))):
+        said = given.get("Digits") or given.get("Speech") or ""
+        lines.append(f"  At step {step} the caller answered {said!r}.")
+    if job.get("result"):
+        lines.append(f"  The conversation's result, stored on the job: {job['result']}.")
     outcome = job.get("outcome") or (heard or {}).get("call_status") or "?"
     cause = job.get("hangup_cause") or (heard or {}).get("hangup_cause") or ""
     duration = job.get("duration", (heard or {}).get("duration", 0))
@@ -313,7 +327,7 @@ def _event_words(event: Mapping[str, Any]) -> str:
     if verb in ("GetDigits", "GetInput"):
         prompts = "; ".join(_event_words(p) for p in event.get("prompts", []))
         wanted = f"{event.get('num_digits')} digit(s)" if event.get("num_digits") else "digits"
-        return f"The caller was asked for {wanted} ({prompts or 'no prompt'}) and pressed nothing."
+        return f"The caller was asked for {wanted} ({prompts or 'no prompt'})."
     if verb == "Wait":
         return f"Silence for {event.get('length')} s."
     if verb == "Hangup":
@@ -396,6 +410,9 @@ def _run(stack: Stack, interval: float, demo: bool, demo_timeout: float, stop: t
             say(
                 f"enqueued demo call {call_id} to {DEMO_TO} with headers "
                 + ", ".join(f"X-PH-{k}={v}" for k, v in DEMO_HEADERS.items())
+                + " and data "
+                + ", ".join(f"{k}={v!r}" for k, v in DEMO_DATA.items())
+                + " (the simulated callee will press 1)"
             )
         scheduler = Scheduler(stack, interval, stop)
         scheduler.start()
@@ -408,7 +425,11 @@ def _run(stack: Stack, interval: float, demo: bool, demo_timeout: float, stop: t
             else:
                 for line in describe(job, heard):
                     say(line)
-                say(f"{DEMO_MARKER} {job.get('outcome') or job.get('status')} (job {job.get('status')})")
+                say(
+                    f"{DEMO_MARKER} {job.get('outcome') or job.get('status')} (job {job.get('status')}"
+                    + (f", result {job['result']}" if job.get("result") else "")
+                    + ")"
+                )
         banner(stack, interval)
         while not stop.wait(0.5):
             dead = supervisor.dead()

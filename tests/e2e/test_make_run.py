@@ -111,6 +111,8 @@ def test_make_run_shows_the_demo_call_and_stops_cleanly(clone):
         assert DEMO_MARKER in output, output
         assert time.monotonic() - started < 90
         assert f"{DEMO_MARKER} completed" in output, output
+        # the two-step reminder: the callee pressed 1, the result and the answer are read from the job
+        assert "result confirmed" in output and "answered '1'" in output, output
         assert DEMO_HEARD in output, output
         assert len(processes_in(clone)) >= 4  # make, run_local, moto, simulator, chalice local
     finally:
