@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 OUR_VARIABLES = ("AWS_", "PLIVO_", "TEMPLATE_", "CALLS_")
-DEMO_HEARD = 'The caller heard: "Hello Ada, this is your appointment reminder for Tuesday."'
+DEMO_HEARD = 'The caller heard: "Hello Ada, this is your appointment reminder for Tuesday at 10:00.'
 
 
 def processes_in(directory: Path) -> list[str]:
