@@ -258,6 +258,9 @@ def _park_if_paused_since(campaign: str | None, state: str | None, call_ids: Seq
 @click.option("--max-attempts", type=int, help="attempts including retries (default MAX_ATTEMPTS)")
 @click.option("--caller-name", help="caller name shown to the callee (at most 50 characters)")
 @click.option("--answer-url", help="answer URL for this call (default PUBLIC_BASE_URL/answer)")
+@click.option(
+    "--machine-detection", help="hangup, or voicemail:<Template> (default: the campaign's, else off)"
+)
 def calls_add(
     to: str,
     from_: str,
@@ -271,6 +274,7 @@ def calls_add(
     max_attempts: int | None,
     caller_name: str | None,
     answer_url: str | None,
+    machine_detection: str | None,
 ) -> None:
     """Enqueue one call."""
     from chalicelib.calls.jobs import JobError
@@ -286,6 +290,7 @@ def calls_add(
         "max_attempts": max_attempts,
         "caller_name": caller_name,
         "answer_url": answer_url,
+        "machine_detection": machine_detection,
     }
     notes: list[str] = []
     try:
