@@ -258,9 +258,7 @@ def _park_if_paused_since(campaign: str | None, state: str | None, call_ids: Seq
 @click.option("--max-attempts", type=int, help="attempts including retries (default MAX_ATTEMPTS)")
 @click.option("--caller-name", help="caller name shown to the callee (at most 50 characters)")
 @click.option("--answer-url", help="answer URL for this call (default PUBLIC_BASE_URL/answer)")
-@click.option(
-    "--machine-detection", help="hangup, or voicemail:<Template> (default: the campaign's, else off)"
-)
+@click.option("--machine-detection", help="hangup, or voicemail:<Template> (default: the campaign's)")
 def calls_add(
     to: str,
     from_: str,
