@@ -227,6 +227,7 @@ def signature_problem(request: Any, settings: Settings, callback: Callback) -> s
 
 def _forbidden(request: Any, callback: Callback | None, reason: str) -> Response:
     # Always the caller's doing (callflow's own faults are OwnFault): WARNING, never ERROR.
+    metrics.count(metrics.SIGNATURE_REJECTIONS, Route=str(request.path).strip("/").rsplit("/", 1)[-1])
     log.warning(
         "callback rejected",
         path=request.path,

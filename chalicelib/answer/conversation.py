@@ -119,6 +119,9 @@ class Conversation:
             return
         if written and record.response is not None:
             metrics.count(metrics.STEP_INPUTS)
+        if written and record.result is not None:
+            metrics.count(metrics.RESULTS, Campaign=str(written.get("campaign") or "none"))
+            self._publish_result(written)
         if not written:
             log.info(
                 "step already recorded, or no such job",
@@ -126,6 +129,19 @@ class Conversation:
                 call_uuid=self.params.get("CallUUID"),
                 step=record.step,
             )
+
+    def _publish_result(self, job: dict[str, Any]) -> None:
+        """`Call Result`, once the result is stored; kept in the job's outbox if EventBridge refuses it."""
+        from chalicelib import resources
+        from chalicelib.calls import events
+
+        event = events.for_job(job, events.RESULT)
+        try:
+            refused = resources.event_publisher().publish([event])
+            if refused:
+                resources.job_repository().defer_event(str(job["call_id"]), event)
+        except Exception as exc:  # noqa: BLE001 - the result is stored; only its event is late
+            log.error("result event neither sent nor kept", call_id=job.get("call_id"), cause=logs.cause(exc))
 
     def caller_number(self) -> str | None:
         """Who opted out: the job's `to` on an outbound call (else Plivo's `To`), the `From` of an inbound

@@ -43,30 +43,32 @@ class StepJournal:
         item = self.table.get_item(Key={"call_id": call_id}, ConsistentRead=True).get("Item")
         return plain(item) if item else None
 
-    def record(self, call_id: str, record: StepRecord, has_responses: bool | None = None) -> bool:
-        """Write `record` on job `call_id` in one conditional UpdateItem; False when nothing was written
-        (no such job, or this very request was already recorded).
+    def record(self, call_id: str, record: StepRecord, has_responses: bool | None = None) -> Any:
+        """Write `record` on job `call_id` in one conditional UpdateItem: the job as stored afterwards, or
+        None when nothing was written (no such job, or this very request was already recorded).
 
         `has_responses` (when the job was read) says whether the job has a `responses` map yet; unknown
         (None), the path write is tried and a job without the map (written before v2) gets it whole.
         """
         if record.empty or not storable_id(call_id):
-            return False
+            return None
         if record.response is None:
             return self._update(call_id, record, whole=False)
         if has_responses is False:
-            if self._update(call_id, record, whole=True):
-                return True
+            written = self._update(call_id, record, whole=True)
+            if written is not None:
+                return written
             return self._update(call_id, record, whole=False)  # another request made the map meanwhile
         try:
             return self._update(call_id, record, whole=False, strict=True)
         except _NoResponsesMap:
             pass
-        if self._update(call_id, record, whole=True):
-            return True
+        written = self._update(call_id, record, whole=True)
+        if written is not None:
+            return written
         return self._update(call_id, record, whole=False)
 
-    def _update(self, call_id: str, record: StepRecord, *, whole: bool, strict: bool = False) -> bool:
+    def _update(self, call_id: str, record: StepRecord, *, whole: bool, strict: bool = False) -> Any:
         names: dict[str, str] = {"#ls": "last_step"}
         values: dict[str, Any] = {":step": record.step}
         sets = ["#ls = :step"]
@@ -91,21 +93,22 @@ class StepJournal:
             if record.response is None:  # a retry sets the same result on the same step: nothing new
                 condition += " AND (attribute_not_exists(#r) OR #r <> :result OR #ls <> :step)"
         try:
-            self.table.update_item(
+            reply = self.table.update_item(
                 Key={"call_id": call_id},
                 UpdateExpression="SET " + ", ".join(sets),
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",  # the same request: the result's event is built from the stored job
             )
         except Exception as exc:
             code, message = _error_code(exc)
             if code == "ConditionalCheckFailedException":
-                return False
+                return None
             if strict and code == "ValidationException" and "document path" in message.lower():
                 raise _NoResponsesMap() from None
             raise
-        return True
+        return plain(reply.get("Attributes") or {"call_id": call_id})
 
 
 class _NoResponsesMap(Exception):
