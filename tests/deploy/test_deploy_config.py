@@ -38,9 +38,9 @@ SPEC_SETTINGS = {
 # README's table". These are those (the README's settings table names them).
 README_V2_SETTINGS = {"CAMPAIGNS_TABLE"}
 SETTINGS = SPEC_SETTINGS | README_V2_SETTINGS
-# Exactly what the deployed code calls. On the calls table PutItem, Scan and DeleteItem are the CLI's (run by
-# the user's own credentials), as are Scan, DeleteItem, UpdateItem (campaign state) and BatchWriteItem (dnc
-# import) on the campaigns table, and Query on campaign-due_at-index (pause, resume, stop, reports).
+# Exactly what the deployed code calls. The CLI's own calls run with the user's credentials: PutItem, Scan
+# and DeleteItem on the calls table and Query on its campaign-due_at-index (pause, resume, stop, reports);
+# Scan, DeleteItem, UpdateItem (campaign states) and BatchWriteItem (dnc import) on the campaigns table.
 EXPECTED_ACTIONS = {
     "logs:CreateLogStream",
     "logs:PutLogEvents",
