@@ -15,6 +15,8 @@ REGION = "us-east-1"
 STACK = "callflow-prod"
 BUCKET = "callflow-prod-templatebucket-1a2b3c"
 TABLE = "callflow-prod-CallsTable-XYZ"
+CAMPAIGNS = "callflow-prod-CampaignsTable-ABC"
+EVENT_BUS = "default"
 PREFIX = "templates/"
 TOKEN_PARAM = "/callflow/prod/plivo-auth-token"
 
@@ -29,7 +31,12 @@ def policy(stage: str = "prod") -> dict[str, Any]:
 
 
 def cfn_names(
-    bucket: str = BUCKET, table: str = TABLE, prefix: str = PREFIX, token_param: str = TOKEN_PARAM
+    bucket: str = BUCKET,
+    table: str = TABLE,
+    prefix: str = PREFIX,
+    token_param: str = TOKEN_PARAM,
+    campaigns: str = CAMPAIGNS,
+    event_bus: str = EVENT_BUS,
 ) -> dict[str, str]:
     """What CloudFormation resolves the policy's references to, for a stack with these physical names."""
     log_group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{STACK}"
@@ -43,6 +50,9 @@ def cfn_names(
         "TemplateBucket.Arn": f"arn:aws:s3:::{bucket}",
         "CallsTable": table,
         "CallsTable.Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}",
+        "CampaignsTable": campaigns,
+        "CampaignsTable.Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{campaigns}",
+        "EventBus": event_bus,
         "TemplatePrefix": prefix,
         "PlivoAuthTokenParam": token_param,
         "ApiHandlerLogGroup.Arn": f"{log_group}-answer:*",

@@ -32,8 +32,15 @@ SPEC_SETTINGS = {
     "CALL_WINDOW",
     "DEFAULT_TZ",
     "LOG_LEVEL",
+    "EVENT_BUS",
 }
-# Exactly what the deployed code calls (PutItem and Scan are the CLI's, run with the user's own credentials).
+# SPEC: "v2 adds whatever settings campaigns, the do-not-call list and metrics need: each is documented in the
+# README's table". These are those (the README's settings table names them).
+README_V2_SETTINGS = {"CAMPAIGNS_TABLE"}
+SETTINGS = SPEC_SETTINGS | README_V2_SETTINGS
+# Exactly what the deployed code calls. The CLI's own calls run with the user's credentials: PutItem, Scan
+# and DeleteItem on the calls table and Query on its campaign-due_at-index (pause, resume, stop, reports);
+# Scan, DeleteItem, UpdateItem (campaign states) and BatchWriteItem (dnc import) on the campaigns table.
 EXPECTED_ACTIONS = {
     "logs:CreateLogStream",
     "logs:PutLogEvents",
@@ -42,6 +49,9 @@ EXPECTED_ACTIONS = {
     "dynamodb:GetItem",
     "dynamodb:UpdateItem",
     "dynamodb:Query",
+    "dynamodb:BatchGetItem",  # the launcher's dial-time check: do-not-call numbers and campaign states
+    "dynamodb:PutItem",  # optout() on the answer route puts the caller on the do-not-call list
+    "events:PutEvents",  # outcome events (launcher runs and their outbox drain)
     "ssm:GetParameter",
     "kms:Decrypt",
 }
@@ -85,7 +95,7 @@ def test_function_sizes_and_timeouts(config):
 @pytest.mark.parametrize("stage", ["dev", "prod", "local"])
 def test_stage_environment_uses_spec_names_and_parses(config, stage):
     env = config["stages"][stage].get("environment_variables", {})
-    assert set(env) <= SPEC_SETTINGS
+    assert set(env) <= SETTINGS
     assert all(isinstance(v, str) for v in env.values())
     Settings.from_env(env)  # raises ConfigError on a malformed value
 
@@ -112,16 +122,42 @@ def test_calls_table_definition(template):
     assert props["BillingMode"] == "PAY_PER_REQUEST"
     assert props["KeySchema"] == [{"AttributeName": "call_id", "KeyType": "HASH"}]
     attrs = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
-    assert attrs == {"call_id": "S", "status": "S", "due_at": "N"}
-    (gsi,) = props["GlobalSecondaryIndexes"]
-    assert gsi["IndexName"] == "status-due_at-index"
-    assert gsi["KeySchema"] == [
-        {"AttributeName": "status", "KeyType": "HASH"},
-        {"AttributeName": "due_at", "KeyType": "RANGE"},
-    ]
-    assert gsi["Projection"] == {"ProjectionType": "ALL"}
+    assert attrs == {
+        "call_id": "S",
+        "status": "S",
+        "due_at": "N",
+        "campaign": "S",
+        "outbox_shard": "S",
+        "outbox_at": "N",
+    }
+    indexes = {g["IndexName"]: g for g in props["GlobalSecondaryIndexes"]}
+    keys = {
+        "status-due_at-index": ("status", "due_at"),  # the launcher's due jobs and stuck-job sweeps
+        "campaign-due_at-index": ("campaign", "due_at"),  # sparse: a campaign's jobs (pause, stop, reports)
+        "outbox-index": ("outbox_shard", "outbox_at"),  # sparse: jobs with events still to send
+    }
+    assert set(indexes) == set(keys)
+    for name, (hash_key, range_key) in keys.items():
+        assert indexes[name]["KeySchema"] == [
+            {"AttributeName": hash_key, "KeyType": "HASH"},
+            {"AttributeName": range_key, "KeyType": "RANGE"},
+        ], name
+        assert indexes[name]["Projection"] == {"ProjectionType": "ALL"}, name
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert table["DeletionPolicy"] == "Retain"
+
+
+def test_campaigns_table_definition(template):
+    """Campaigns and the do-not-call list, one item each under `pk` (campaign#<name>, dnc#<digits>)."""
+    table = template["Resources"]["CampaignsTable"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert props["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"}]
+    assert "GlobalSecondaryIndexes" not in props
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["DeletionPolicy"] == "Retain"  # the do-not-call list must survive a stack deletion
 
 
 def test_template_bucket_is_versioned_encrypted_and_private(template):
@@ -138,13 +174,23 @@ def test_template_bucket_is_versioned_encrypted_and_private(template):
 def test_both_functions_are_wired_to_bucket_table_and_token(template):
     for function in ("APIHandler", "LaunchCalls"):
         env = template["Resources"][function]["Properties"]["Environment"]["Variables"]
-        assert set(env) <= SPEC_SETTINGS
+        assert set(env) <= SETTINGS
         assert env["TEMPLATE_BUCKET"] == {"Ref": "TemplateBucket"}
         assert env["TEMPLATE_PREFIX"] == {"Ref": "TemplatePrefix"}
         assert env["CALLS_TABLE"] == {"Ref": "CallsTable"}
+        assert env["CAMPAIGNS_TABLE"] == {"Ref": "CampaignsTable"}
+        assert env["EVENT_BUS"] == {"Ref": "EventBus"}
         assert env["PLIVO_AUTH_TOKEN_PARAM"] == {"Ref": "PlivoAuthTokenParam"}
         assert "PLIVO_AUTH_TOKEN" not in env
     assert template["Parameters"]["PlivoAuthTokenParam"]["Type"] == "String"
+    assert template["Parameters"]["EventBus"]["Default"] == "default"  # SPEC: the account's default bus
+
+
+def test_settings_read_the_v2_names():
+    """The names the template sets are the names the code reads (a typo would leave them unset)."""
+    settings = Settings.from_env({"CAMPAIGNS_TABLE": "c", "EVENT_BUS": "b"})
+    assert settings.campaigns_table == "c" and settings.event_bus == "b"
+    assert Settings.from_env({}).event_bus == "default"
 
 
 def test_public_base_url_wiring_is_not_circular(template, config):
@@ -174,7 +220,14 @@ def test_policy_grants_exactly_the_actions_the_code_calls(stage):
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_policy_resources_are_specific(stage):
-    names = cfn_names(bucket="b", table="t", prefix="templates/", token_param="/callflow/token")
+    names = cfn_names(
+        bucket="b",
+        table="t",
+        prefix="templates/",
+        token_param="/callflow/token",
+        campaigns="c",
+        event_bus="bus",
+    )
     resolved = resolve(policy(stage), names)
     by_action: dict[str, set[str]] = {}
     for statement in resolved["Statement"]:
@@ -183,11 +236,20 @@ def test_policy_resources_are_specific(stage):
     assert by_action["s3:GetObject"] == {"arn:aws:s3:::b/templates/*"}
     assert by_action["s3:ListBucket"] == {"arn:aws:s3:::b"}
     table = "arn:aws:dynamodb:us-east-1:123456789012:table/t"
-    assert by_action["dynamodb:GetItem"] == by_action["dynamodb:UpdateItem"] == {table}
-    assert by_action["dynamodb:Query"] == {f"{table}/index/status-due_at-index"}
+    campaigns = "arn:aws:dynamodb:us-east-1:123456789012:table/c"
+    # Job lifecycle, dialling lease and conversation steps on the calls table; campaign rules on the other.
+    assert by_action["dynamodb:GetItem"] == {table, campaigns}
+    assert by_action["dynamodb:UpdateItem"] == {table}  # campaign states change by the CLI only
+    assert by_action["dynamodb:BatchGetItem"] == by_action["dynamodb:PutItem"] == {campaigns}
+    # Due and stuck jobs, the event outbox; never the table itself nor the CLI's campaign-due_at-index.
+    assert by_action["dynamodb:Query"] == {
+        f"{table}/index/status-due_at-index",
+        f"{table}/index/outbox-index",
+    }
+    assert by_action["events:PutEvents"] == {"arn:aws:events:us-east-1:123456789012:event-bus/bus"}
     assert by_action["ssm:GetParameter"] == {"arn:aws:ssm:us-east-1:123456789012:parameter/callflow/token"}
     for action, resources in by_action.items():
-        if action.split(":")[0] in ("s3", "dynamodb", "ssm"):
+        if action.split(":")[0] in ("s3", "dynamodb", "ssm", "events"):
             assert "*" not in resources and all(r.count("*") <= 1 for r in resources), action
 
 
@@ -222,8 +284,9 @@ def test_policy_references_only_what_the_template_defines(template):
     defined = set(template["Resources"]) | set(template["Parameters"])
     names = {k: "x" for k in cfn_names() if k.split(".")[0] in defined or k.startswith("AWS::")}
     resolve(policy(), names)
-    with pytest.raises(UnresolvedReference):
-        resolve(policy(), {k: v for k, v in names.items() if k != "CallsTable.Arn"})
+    for reference in ("CallsTable.Arn", "CampaignsTable.Arn", "EventBus"):
+        with pytest.raises(UnresolvedReference):
+            resolve(policy(), {k: v for k, v in names.items() if k != reference})
 
 
 # --- the local stack builds its table from the same definition --------------------------------------
@@ -249,3 +312,16 @@ def test_local_stack_creates_a_working_table_from_this_definition():
             ExpressionAttributeValues={":p": "pending", ":n": 10},
         )
         assert [i["call_id"] for i in page["Items"]] == ["a"]
+
+
+def test_local_stack_creates_a_working_campaigns_table_from_this_definition():
+    from devtools import local_aws
+
+    props = local_aws.cfn_resource("CampaignsTable", MERGE_TEMPLATE)
+    with mock_aws():
+        boto3.client("dynamodb", region_name="us-east-1").create_table(
+            **local_aws.create_table_args(props, "callflow-campaigns")
+        )
+        table = boto3.resource("dynamodb", region_name="us-east-1").Table("callflow-campaigns")
+        table.put_item(Item={"pk": "dnc#14155550100", "number": "14155550100"})
+        assert table.get_item(Key={"pk": "dnc#14155550100"})["Item"]["number"] == "14155550100"

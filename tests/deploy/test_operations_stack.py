@@ -7,7 +7,11 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from chalicelib import metrics
+
+from .cfn import UnresolvedReference, conditions, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 RESOURCES = json.loads((ROOT / "infra" / "resources.json").read_text())
@@ -27,7 +31,9 @@ def emitted_names() -> set[str]:
 
 def test_every_alarm_watches_an_emitted_metric():
     alarms = {
-        k: v["Properties"] for k, v in RESOURCES["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"
+        k: v["Properties"]
+        for k, v in RESOURCES["Resources"].items()
+        if v.get("Type") == "AWS::CloudWatch::Alarm"  # the functions' entries are chalice's, merged, untyped
     }
     assert len(alarms) >= 5
     emitted = emitted_names()
@@ -56,3 +62,45 @@ def test_alarms_notify_the_optional_topic():
     topic = RESOURCES["Resources"]["AlarmTopic"]
     assert topic["Condition"] == "CreatesAlarmTopic"
     assert topic["Properties"]["Subscription"][0]["Endpoint"] == {"Ref": "AlarmEmail"}
+
+
+def _alarms() -> dict[str, dict]:
+    return {k: v for k, v in RESOURCES["Resources"].items() if v.get("Type") == "AWS::CloudWatch::Alarm"}
+
+
+TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:ops-pager"
+CREATED_TOPIC = "arn:aws:sns:us-east-1:123456789012:callflow-prod-AlarmTopic-1XYZ"
+
+
+@pytest.mark.parametrize(
+    ("topic_arn", "email", "expected"),
+    [
+        (TOPIC_ARN, "", [TOPIC_ARN]),  # the operator's own topic
+        (TOPIC_ARN, "ops@example.com", [TOPIC_ARN]),  # a given topic wins; no topic is created
+        ("", "ops@example.com", [CREATED_TOPIC]),  # the stack's topic, with the e-mail subscribed
+        ("", "", None),  # nobody to notify: no actions at all (the alarms still show in the console)
+    ],
+)
+def test_alarm_actions_follow_the_topic_parameters(topic_arn, email, expected):
+    params = {"AlarmTopicArn": topic_arn, "AlarmEmail": email}
+    when = conditions(RESOURCES, params)
+    assert when["CreatesAlarmTopic"] == (not topic_arn and bool(email))
+    names = {**params, "AWS::Region": "us-east-1", "AWS::AccountId": "123456789012"}
+    if when["CreatesAlarmTopic"]:
+        names["AlarmTopic"] = CREATED_TOPIC  # Ref of an AWS::SNS::Topic is its ARN
+    alarms = _alarms()
+    assert len(alarms) >= 5
+    for name, alarm in alarms.items():
+        assert "Condition" not in alarm, name  # every alarm exists whatever the parameters
+        for key in ("AlarmActions", "OKActions"):
+            assert resolve(alarm["Properties"][key], names, when) == expected, (name, key)
+
+
+def test_alarm_actions_never_name_a_topic_that_is_not_created():
+    """Without the condition resolved, the created topic's Ref is unresolvable: the resolver does not
+    silently pick a branch, so the test above really follows the template's conditions."""
+    params = {"AlarmTopicArn": "", "AlarmEmail": ""}
+    when = conditions(RESOURCES, params)
+    (alarm, *_) = _alarms().values()
+    with pytest.raises(UnresolvedReference):
+        resolve(alarm["Properties"]["AlarmActions"], params, {**when, "NotifiesSomebody": True})
