@@ -24,9 +24,6 @@ MODULES = sorted(
 NOT_DEAD = {
     "resources": {"reset"},  # the CLI and the tests forget clients after they change the environment
     "calls/schedule": {"in_window"},  # the window tests' oracle for next_opening
-    # The CLI validates and shows campaign rules with the very parsers the rules are stored in.
-    "calls/campaigns": {"parse_days", "format_days", "parse_date", "parse_retry"},
-    "answer/pipeline": {"render_answer"},  # `callflow templates` renders exactly as the answer route does
 }
 
 
