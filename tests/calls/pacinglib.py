@@ -29,7 +29,7 @@ def create_campaigns_table():
 
 def launcher_for(repo, store: CampaignStore | None, url: str, cps: float = 20.0, **kwargs) -> Launcher:
     settings = Settings(**{**Settings.from_env().__dict__, "plivo_cps": cps})
-    client = PlivoClient(AUTH_ID, AUTH_TOKEN, url, read_timeout=3.0)
+    client = PlivoClient(AUTH_ID, AUTH_TOKEN, url, read_timeout=10.0)
     return Launcher(repo, client, settings, campaigns=store, **kwargs)
 
 

@@ -101,7 +101,7 @@ def test_do_not_call_added_during_a_pass_is_never_dialled_after_the_add(repo, st
     # The guarantee is "a verdict is at most CHECK_MAX_AGE old when its call starts, and dnc add waits longer
     # than that"; both are shortened alike so that 30 races fit in a few seconds.
     monkeypatch.setattr(gate, "CHECK_MAX_AGE", 0.3)
-    monkeypatch.setattr(campaigns_cli, "GRACE_SECONDS", 0.5)
+    monkeypatch.setattr(campaigns_cli, "GRACE_SECONDS", 0.8)
     sim.latency = 0.05
     cps, rounds, spacing = 40, 30, 8
     now = time.time()
@@ -126,7 +126,9 @@ def test_do_not_call_added_during_a_pass_is_never_dialled_after_the_add(repo, st
     run = in_thread(launcher.run)
     wait_until(lambda: arrivals(sim))
     first = arrivals(sim)[0][0]
-    adders = [in_thread(lambda c=c, p=p, n=n: add_near_its_turn(c, p, n, first)) for c, (p, n) in targets.items()]
+    adders = [
+        in_thread(lambda c=c, p=p, n=n: add_near_its_turn(c, p, n, first)) for c, (p, n) in targets.items()
+    ]
     for thread in adders:
         thread.join(30)
     run.join(30)
@@ -145,7 +147,7 @@ def test_do_not_call_added_during_a_pass_is_never_dialled_after_the_add(repo, st
             assert job["status"] == "cancelled", job
             assert "do-not-call list" in job["last_error"]
             cancelled += 1
-    assert cancelled >= rounds // 2  # most adds won the race: it was exercised
+    assert cancelled >= 5 and rounds - cancelled >= 1  # both sides of the race happened
     assert dialled_twice(sim) == {}
 
 
@@ -203,24 +205,29 @@ def test_dynamodb_requests_per_placed_call_with_campaigns_and_do_not_call(repo, 
     sim.latency = 0.05
     for name, weight in (("A", 1), ("B", 2), ("C", 1)):
         store.create(Campaign(name, weight=weight))
-    store.dnc_add_many((f"1415558{i:04d}", None) for i in range(0, 400, 40))
+    store.dnc_add_many((f"1415558{i:04d}", None) for i in range(0, 200, 20))
     now = time.time()
-    for i in range(400):
+    for i in range(200):
         repo.add(make_job(f"job-{i:04d}", due_at=now - 1000 + i, campaign="ABC"[i % 3], to=f"1415558{i:04d}"))
     sent: list[str] = []
 
     def count(request, **_):
         sent.append(str(request.headers.get("X-Amz-Target", b"?")))
 
-    clients = {id(repo.table.meta.client): repo.table.meta.client, id(store.table.meta.client): store.table.meta.client}
+    clients = {
+        id(repo.table.meta.client): repo.table.meta.client,
+        id(store.table.meta.client): store.table.meta.client,
+    }
     for client in clients.values():
         client.meta.events.register("before-send.dynamodb", count)
-    summary = launcher_for(repo, store, sim.url, cps=100, run_budget=20).run()
+    summary = launcher_for(repo, store, sim.url, cps=20, run_budget=20).run()
     for client in clients.values():
         client.meta.events.unregister("before-send.dynamodb", count)
     placed = summary["placed"]
-    assert placed == 390 and Counter(j["status"] for j in repo.list())["cancelled"] == 10
     per_call = len(sent) / placed
     with capsys.disabled():
-        print(f"\nDynamoDB requests per placed call (campaigns + do-not-call on): {per_call:.3f} {Counter(sent)}")
+        print(
+            f"\nDynamoDB requests per placed call (campaigns + do-not-call on): {per_call:.3f} {Counter(sent)}"
+        )
+    assert placed == 190 and Counter(j["status"] for j in repo.list())["cancelled"] == 10
     assert per_call <= 2.2
