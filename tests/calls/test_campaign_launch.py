@@ -227,7 +227,7 @@ def test_dynamodb_requests_per_placed_call_with_campaigns_and_do_not_call(repo, 
     per_call = len(sent) / placed
     with capsys.disabled():
         print(
-            f"\nDynamoDB requests per placed call (campaigns + do-not-call on): {per_call:.3f} {Counter(sent)}"
+            f"\nDynamoDB requests per placed call (campaigns, do-not-call on): {per_call:.3f} {Counter(sent)}"
         )
     assert placed == 190 and Counter(j["status"] for j in repo.list())["cancelled"] == 10
     assert per_call <= 2.2
