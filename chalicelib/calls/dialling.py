@@ -61,6 +61,16 @@ class Feeder:
     def __iter__(self) -> Iterator[Job]:
         return self
 
+    def peek(self, count: int) -> list[Job]:
+        """Up to `count` of the jobs read ahead and not yet handed out (any campaign), without taking them."""
+        found: list[Job] = []
+        for queue in list(self._queues.values()):
+            for item in list(queue)[: count - len(found)]:
+                found.append(item)
+            if len(found) >= count:
+                break
+        return found
+
     def __next__(self) -> Job:
         if not self._held and not self._read():
             if self._error is not None:
@@ -107,8 +117,13 @@ class GateCache:
     def __init__(self, source: gate.CheckSource | None, clock: Callable[[], float] = time.monotonic) -> None:
         self._source = source
         self._clock = clock
+        # The jobs the pass will dial next: a look-up has room for them too, so that a pass that is not
+        # waiting on the rate limit (few jobs waiting at once) still pays one look-up per many calls. Their
+        # verdicts are used only while at most CHECK_MAX_AGE old, like every other.
+        self.upcoming: Callable[[int], list[gate.Candidate]] | None = None
         self._waiting: dict[str, gate.Candidate] = {}
         self._verdicts: dict[str, tuple[float, gate.Verdict]] = {}
+        self._inflight: dict[str, threading.Event] = {}  # call_id -> the look-up on the way for it
         self._lock = threading.Lock()
         self.lookups = 0
 
@@ -122,24 +137,51 @@ class GateCache:
             self._verdicts.pop(call_id, None)
 
     def verdict(self, candidate: gate.Candidate) -> gate.Verdict:
+        """The gate's verdict for `candidate`, read at most CHECK_MAX_AGE ago (a look-up that took longer
+        than that is made again: what it read may predate a `dnc add` that has returned since)."""
         if self._source is None:
             return gate.Verdict.DIAL
-        now = self._clock()
+        while True:
+            now = self._clock()
+            with self._lock:
+                cached = self._verdicts.get(candidate.call_id)
+                if cached and now - cached[0] <= gate.CHECK_MAX_AGE:
+                    return cached[1]
+                pending = self._inflight.get(candidate.call_id)
+                if pending is None:  # no look-up on the way answers for it: this worker makes one
+                    self._waiting[candidate.call_id] = candidate
+                    batch = [c for c in self._waiting.values() if c.call_id not in self._inflight]
+                    batch = batch[: gate.BATCH_MAX]
+                    if candidate not in batch:
+                        batch[-1] = candidate
+            if pending is not None:
+                pending.wait(5.0)  # one look-up at a time answers for a job
+                continue
+            self._look_up(batch)
+
+    def _look_up(self, batch: list[gate.Candidate]) -> None:
+        assert self._source is not None
+        room = gate.BATCH_MAX - len(batch)
+        if room > 0 and self.upcoming is not None:
+            seen = {c.call_id for c in batch}
+            batch += [c for c in self.upcoming(2 * room) if c.call_id not in seen][:room]
+        finished = threading.Event()
         with self._lock:
-            cached = self._verdicts.get(candidate.call_id)
-            if cached and now - cached[0] <= gate.CHECK_MAX_AGE:
-                return cached[1]
-            self._waiting[candidate.call_id] = candidate
-            batch = list(self._waiting.values())[: gate.BATCH_MAX]
-            if candidate not in batch:
-                batch[-1] = candidate
+            for c in batch:
+                self._inflight.setdefault(c.call_id, finished)
         checked_at = self._clock()
-        found = gate.check(self._source, batch)
-        with self._lock:
-            self.lookups += 1
-            for call_id, verdict in found.items():
-                self._verdicts[call_id] = (checked_at, verdict)
-        return found[candidate.call_id]
+        try:
+            found = gate.check(self._source, batch)
+            with self._lock:
+                self.lookups += 1
+                for call_id, verdict in found.items():
+                    self._verdicts[call_id] = (checked_at, verdict)
+        finally:
+            with self._lock:
+                for c in batch:
+                    if self._inflight.get(c.call_id) is finished:
+                        del self._inflight[c.call_id]
+            finished.set()
 
 
 class EventSink:

@@ -186,6 +186,7 @@ class Launcher:
         self.lease = lease
         self.events = EventSink(publisher, repo)
         self._latencies: list[float] = []
+        self._handed: dict[str, Job] = {}  # handed to a worker, not finished: the gate checks them ahead
         self._first_start: float | None = None
         self._last_start = 0.0
         # Time a claimed job may still need: a rate-limit wait, one full request, the result write.
@@ -278,13 +279,19 @@ class Launcher:
         handed = 0
         try:
             due = self.repo.query_status(JobStatus.PENDING, due_before=self.clock(), page_size=self.page_size)
-            for item in Feeder(due, self.rules.weight):
+            feeder = Feeder(due, self.rules.weight)
+            self.gate.upcoming = lambda count: [
+                c for c in map(self._candidate, self._next_jobs(feeder, count)) if c is not None
+            ]
+            for item in feeder:
                 if self._should_stop(started):
                     return 0
                 slots.acquire()
                 if self._should_stop(started):
                     slots.release()
                     return 0
+                with self._lock:
+                    self._handed[item["call_id"]] = item
                 pool.submit(self._handle_slot, item, started, slots)
                 handed += 1
         except Exception as exc:  # noqa: BLE001 - DynamoDB refused a page: finish what is claimed, report, stop
@@ -295,6 +302,17 @@ class Launcher:
             self.stop_reason = self.stop_reason or "due jobs could not be read"
             return 0  # jobs already handed out still go ahead
         return handed
+
+    def _candidate(self, job: Job) -> gate.Candidate | None:
+        """What the gate checks for a job read ahead (None: its number is not one; its claim fails it)."""
+        to = job.get("to")
+        if not isinstance(to, str):
+            return None
+        try:
+            number = to if to.startswith("sip") else numbers.normalize(to)
+        except numbers.NumberError:
+            return None
+        return gate.Candidate(job["call_id"], number, job.get("campaign") or None)
 
     def _should_stop(self, started: float) -> bool:
         if self._stop.is_set():
@@ -333,7 +351,15 @@ class Launcher:
                 cause=logs.cause(exc),
             )
         finally:
+            with self._lock:
+                self._handed.pop(call_id, None)
             slots.release()
+
+    def _next_jobs(self, feeder: Feeder, count: int) -> list[Job]:
+        """The jobs this run dials next: handed to a worker (in hand-out order), then those read ahead."""
+        with self._lock:
+            handed = list(self._handed.values())[:count]
+        return handed + feeder.peek(count - len(handed))
 
     def _handle(self, item: Job, started: float) -> None:
         if self._stop.is_set():
