@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 NO_CAMPAIGN = ""
 LOOKAHEAD = 5000  # due jobs held in memory at most, so shares hold even when one campaign's jobs come first
+READ_AHEAD_PER_PICK = 50
 
 
 class Feeder:
@@ -77,8 +78,11 @@ class Feeder:
                 error, self._error = self._error, None
                 raise error
             raise StopIteration
-        while not self._exhausted and self._held < self._lookahead and self._read():
-            pass
+        # Read ahead a little on every pick (not the whole window before the first call): the window fills
+        # within the first few dozen starts, and the first call goes out after one page, not fifty.
+        for _ in range(READ_AHEAD_PER_PICK):
+            if self._exhausted or self._held >= self._lookahead or not self._read():
+                break
         ready = [q for q, items in self._queues.items() if items]
         chosen = self._shares.pick(ready, {q: self._weight(q) for q in ready})
         assert chosen is not None

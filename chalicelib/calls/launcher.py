@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib import logs, metrics
 from chalicelib.calls import campaigns as campaign_rules
 from chalicelib.calls import gate, numbers, plivo_api, schedule
+from chalicelib.calls import pacing as pacing_module
 from chalicelib.calls.call_body import JobInvalid, build_call_body, number_problems, whole_number
 from chalicelib.calls.dialling import CampaignRules, EventSink, Feeder, GateCache
 from chalicelib.calls.jobs import Job, JobStatus
@@ -79,6 +80,14 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
+
+    def seed(self, starts: list[float]) -> None:
+        """Count starts made elsewhere (another run, before a hand-over; `clock` times) as this limiter's."""
+        with self._lock:
+            for start in sorted(starts):
+                self._starts.append(start)
+                self._last = max(self._last, start)
+            self._granted = max(self._granted, self.capacity)
 
     def acquire(self, cancelled: threading.Event | None = None) -> bool:
         """Wait for a start and take it; False if `cancelled` was set while waiting."""
@@ -188,7 +197,9 @@ class Launcher:
         self._latencies: list[float] = []
         self._handed: dict[str, Job] = {}  # handed to a worker, not finished: the gate checks them ahead
         self._first_start: float | None = None
-        self._last_start = 0.0
+        self._recent_starts: deque[float] = deque(maxlen=pacing_module.RECENT_STARTS)  # wall clock
+        self._stop_starting_at = float("inf")  # the announced hand-over: no call starts after it
+        self._released = False
         # Time a claimed job may still need: a rate-limit wait, one full request, the result write.
         wait = self.workers / settings.plivo_cps
         request = plivo.max_request_seconds
@@ -241,8 +252,7 @@ class Launcher:
                         slots.release()
         finally:
             self.events.flush()
-            if self.lease is not None:
-                self.lease.release(self._last_start)
+            self._release_lease()
             summary = {key: self.counts[key] for key in SUMMARY_KEYS}
             self._emit_metrics(summary)
             log.info(
@@ -331,6 +341,7 @@ class Launcher:
             self.stop_reason = reason
             self._stop.set()
         (log.error if error else log.info)("launcher stops claiming jobs", reason=reason)
+        self._release_lease()  # no call starts from here on: the next run may take over now
         return True
 
     def _count(self, key: str) -> None:
@@ -406,7 +417,9 @@ class Launcher:
             if verdict != gate.Verdict.DIAL:
                 self._held_back(call_id, job, verdict)
                 return
-            self._last_start = time.time()
+            if not self._may_start_now():
+                self._finish(call_id, "skipped", JobStatus.PENDING)
+                return
             sent = time.monotonic()
             result = self.plivo.create_call(prepared=prepared)
         finally:
@@ -485,10 +498,37 @@ class Launcher:
         if not self.lease.still_held():
             self._halt("the dialling lease was lost to another run")
             return False
-        wait = self.lease.first_start_at - time.time()
-        if wait > 0:
-            time.sleep(min(wait, 2.0))
+        if time.time() >= self._stop_starting_at:
+            self._halt("dialling handed over to the next run")
+            return False
         return True
+
+    def _may_start_now(self) -> bool:
+        """The last check before a call starts: not past the hand-over; the start is recorded for it."""
+        with self._lock:
+            now = time.time()
+            allowed = now < self._stop_starting_at
+            if allowed:
+                self._recent_starts.append(now)
+        if not allowed:
+            self._halt("dialling handed over to the next run")
+        return allowed
+
+    def _release_lease(self) -> None:
+        """Stop starting calls, then hand the lease over with the last start times (once)."""
+        if self.lease is None:
+            return
+        with self._lock:
+            if self._released or self.lease.held_until == 0.0 and not self._recent_starts:
+                self._released = True
+                return
+            self._released = True
+            self._stop_starting_at = min(self._stop_starting_at, time.time())
+            starts = list(self._recent_starts)
+        try:
+            self.lease.release(starts)
+        except Exception as exc:  # noqa: BLE001 - the lease then expires on its own
+            log.warning("dialling lease not released; it expires by itself", cause=logs.cause(exc))
 
     def _count_problem(self, job: Job, claimed: bool = False) -> str | None:
         """What forbids counting another attempt on this job: malformed numbers, or no attempt left."""
@@ -619,6 +659,10 @@ class Launcher:
             log.info("launcher run ends: another run holds the dialling lease")
             return False
         self.lease.announce_handover(deadline)
+        self._stop_starting_at = deadline
+        if self.lease.previous_starts:  # the previous holder's last second counts against this one's
+            offset = time.monotonic() - time.time()
+            self.limiter.seed([t + offset for t in self.lease.previous_starts])
         return True
 
     def _drain_events(self) -> None:

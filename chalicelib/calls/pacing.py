@@ -4,10 +4,11 @@ Only the launcher run that holds the lease starts calls, so starts from overlapp
 one, a slow earlier one, `callflow launch`, a second stack on the same table) never add up above
 PLIVO_CPS. The lease is one item in the calls table (`call_id = LEASE_ID`, no `status`, so no index sees
 it). The holder renews it while it dials and, when its own Lambda time runs short, writes `handover_at`:
-the run that is waiting takes over at that moment, so dialling continues across scheduled runs without a
-gap. A holder that dies simply stops renewing: the lease expires after LEASE_SECONDS and the next run
-(at most a minute later) takes over. A new holder starts its first call no sooner than one second after
-the previous holder's last one, so a hand-over cannot squeeze two holders' starts into one second.
+it starts no call after that moment, then releases the lease with the times of its last starts, and the
+run that is waiting takes over at once and counts those starts in its own rate limiter, so dialling
+continues across scheduled runs without a gap and a hand-over cannot squeeze two holders' starts into one
+second. A holder that dies simply stops renewing: the lease expires after LEASE_SECONDS and the next run
+(at most a minute later) takes over; the dead holder's last start is then long past.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 LEASE_ID = "#launcher-lease"
 LEASE_SECONDS = 30.0
 RENEW_EVERY = 10.0
-HANDOVER_GAP = 1.05  # seconds between the old holder's last start and the new holder's first
+RECENT_STARTS = 200  # start times handed over with the lease (more than any one second can hold)
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class LeaseState:
     holder: str | None
     expires_at: float
     handover_at: float | None
-    last_start: float
+    last_starts: tuple[float, ...]
     waiter: str | None
 
 
@@ -43,13 +44,13 @@ def _f(value: Any, default: float = 0.0) -> float:
 
 def state_of(item: Mapping[str, Any] | None) -> LeaseState:
     if not item:
-        return LeaseState(None, 0.0, None, 0.0, None)
+        return LeaseState(None, 0.0, None, (), None)
     handover = item.get("handover_at")
     return LeaseState(
         holder=item.get("holder") if isinstance(item.get("holder"), str) else None,
         expires_at=_f(item.get("expires_at")),
         handover_at=_f(handover) if handover is not None else None,
-        last_start=_f(item.get("last_start")),
+        last_starts=tuple(_f(t) for t in item.get("last_starts") or () if _f(t) > 0),
         waiter=item.get("waiter") if isinstance(item.get("waiter"), str) else None,
     )
 
@@ -76,7 +77,7 @@ class Lease:
         self.clock = clock
         self.holder = holder or uuid.uuid4().hex
         self.held_until = 0.0
-        self.first_start_at = 0.0
+        self.previous_starts: tuple[float, ...] = ()  # the previous holder's last starts (wall clock)
         self._renewed = 0.0
 
     def read(self) -> LeaseState:
@@ -84,7 +85,8 @@ class Lease:
         return state_of(item)
 
     def try_acquire(self) -> bool:
-        """Take the lease if it is free, expired or handed over; True when this run holds it now."""
+        """Take the lease if it is free, expired or released; True when this run holds it now. An announced
+        hand-over is not enough: the holder may still be starting its last calls until it releases."""
         now = self.clock()
         try:
             reply = self.table.update_item(
@@ -92,10 +94,7 @@ class Lease:
                 UpdateExpression=(
                     "SET holder = :me, expires_at = :exp, acquired_at = :now REMOVE handover_at, waiter"
                 ),
-                ConditionExpression=(
-                    "attribute_not_exists(holder) OR holder = :me OR expires_at <= :now "
-                    "OR handover_at <= :now"
-                ),
+                ConditionExpression=("attribute_not_exists(holder) OR holder = :me OR expires_at <= :now"),
                 ExpressionAttributeValues={
                     ":me": self.holder,
                     ":exp": _dec(now + LEASE_SECONDS),
@@ -108,7 +107,7 @@ class Lease:
         previous = state_of(reply.get("Attributes"))
         self.held_until = now + LEASE_SECONDS
         self._renewed = now
-        self.first_start_at = previous.last_start + HANDOVER_GAP if previous.last_start else 0.0
+        self.previous_starts = previous.last_starts
         return True
 
     def wait_turn(self, deadline: float, sleep: Callable[[float], None] = time.sleep) -> bool:
@@ -126,7 +125,7 @@ class Lease:
                 return False  # somebody else takes over next; this run has nothing to add
             if state.waiter is None and not self._register_waiter():
                 return False
-            pause = max(0.05, min(at - now - 0.2, 5.0)) if at > now + 0.3 else 0.1
+            pause = max(0.05, min(at - now - 0.2, 5.0)) if at > now + 0.3 else 0.05
             sleep(pause)
             if self.clock() > deadline:
                 return False
@@ -166,12 +165,13 @@ class Lease:
         """Tell the waiting run when this one stops starting calls."""
         self._set("SET handover_at = :at", {":at": _dec(at)})
 
-    def release(self, last_start: float) -> None:
-        """Hand the lease over now, recording the last start so the next holder keeps its distance."""
+    def release(self, starts: Iterable[float] = ()) -> None:
+        """Hand the lease over now, with this holder's last start times for the next holder's limiter."""
         now = self.clock()
+        recent = [_dec(t) for t in sorted(starts)[-RECENT_STARTS:] if t > now - 5.0]
         self._set(
-            "SET handover_at = :now, expires_at = :now, last_start = :last",
-            {":now": _dec(now), ":last": _dec(max(last_start, 0.0))},
+            "SET handover_at = :now, expires_at = :now, last_starts = :starts",
+            {":now": _dec(now), ":starts": recent},
         )
         self.held_until = 0.0
 

@@ -67,9 +67,9 @@ def test_hand_over_keeps_a_second_between_holders(table):
     a, b = pacing.Lease(table, clock, "a"), pacing.Lease(table, clock, "b")
     assert a.try_acquire()
     a.announce_handover(clock.now + 20)
-    a.release(last_start=clock.now - 0.5)
+    a.release([clock.now - 0.5, clock.now - 0.2])
     assert b.try_acquire()
-    assert b.first_start_at == pytest.approx(clock.now - 0.5 + pacing.HANDOVER_GAP)
+    assert b.previous_starts == pytest.approx((clock.now - 0.5, clock.now - 0.2))
 
 
 def test_a_waiting_run_takes_over_at_the_announced_moment(table):
@@ -81,7 +81,7 @@ def test_a_waiting_run_takes_over_at_the_announced_moment(table):
     def sleep(seconds: float) -> None:
         clock.sleep(seconds)
         if clock.now >= start + 30:
-            a.release(last_start=clock.now)
+            a.release([clock.now])
 
     start = clock.now
     assert b.wait_turn(deadline=clock.now + 100, sleep=sleep)
