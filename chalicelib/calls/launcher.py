@@ -58,6 +58,7 @@ class RateLimiter:
     """
 
     PACE = 0.9
+    PREPARE_LEAD = 0.15
 
     def __init__(
         self,
@@ -89,8 +90,15 @@ class RateLimiter:
                 self._last = max(self._last, start)
             self._granted = max(self._granted, self.capacity)
 
-    def acquire(self, cancelled: threading.Event | None = None) -> bool:
-        """Wait for a start and take it; False if `cancelled` was set while waiting."""
+    def acquire(
+        self, cancelled: threading.Event | None = None, prepare: Callable[[], object] | None = None
+    ) -> bool:
+        """Wait for a start and take it; False if `cancelled` was set while waiting.
+
+        `prepare` (the dial-time check) runs at the head of the queue once the start is less than PREPARE_LEAD
+        away, and again whenever a wait followed it: the start is granted right after `prepare` returns, so
+        nothing slow sits between a grant and the request, and what `prepare` found is fresh at the start.
+        """
         turn = threading.Event()
         with self._lock:
             self._queue.append(turn)
@@ -101,6 +109,10 @@ class RateLimiter:
                 if cancelled is not None and cancelled.is_set():
                     return False
             while True:
+                with self._lock:
+                    wait = self._wait(self._clock())
+                if prepare is not None and wait <= self.PREPARE_LEAD:
+                    prepare()
                 with self._lock:
                     now = self._clock()
                     wait = self._wait(now)
@@ -410,10 +422,19 @@ class Launcher:
         self.gate.register(candidate)
         try:
             prepared = self.plivo.prepare_call(body)
-            if self._stop.is_set() or not self._start_allowed() or not self.limiter.acquire(self._stop):
+            verdicts: list[gate.Verdict] = []
+
+            def check() -> None:  # at the head of the rate limiter's queue, right before the grant
+                verdicts[:] = [self.gate.verdict(candidate)]
+
+            if (
+                self._stop.is_set()
+                or not self._start_allowed()
+                or not self.limiter.acquire(self._stop, check)
+            ):
                 self._finish(call_id, "skipped", JobStatus.PENDING)
                 return
-            verdict = self.gate.verdict(candidate)  # at most gate.CHECK_MAX_AGE old when the call starts
+            verdict = verdicts[0]  # at most gate.CHECK_MAX_AGE old when the call starts
             if verdict != gate.Verdict.DIAL:
                 self._held_back(call_id, job, verdict)
                 return
