@@ -10,7 +10,15 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import answer_latency, cold_start, harness, launcher_throughput, memory, s3_requests
+from bench import (
+    answer_latency,
+    cold_start,
+    conversation,
+    harness,
+    launcher_throughput,
+    memory,
+    s3_requests,
+)
 from bench.harness import Report, Result
 from devtools.local_aws import MotoServer
 
@@ -19,6 +27,7 @@ MEASUREMENTS = {
     "answer_latency": answer_latency,
     "s3_requests": s3_requests,
     "memory": memory,
+    "conversation": conversation,
     "launcher_throughput": launcher_throughput,
 }
 
