@@ -102,11 +102,11 @@ METHOD = """\
   events) / placed calls. Paused campaigns: 10 campaigns × 1 000 due jobs (the issue says 10 000 each;
   seeding and pausing 100 000 items in moto server would take `make bench` minutes, so 1 000), due times
   interleaved across campaigns; 5 paused as `callflow campaigns pause` does it (`CampaignStore.set_state`,
-  then `CampaignJobs.park` on each pending job, without the CLI's grace wait); then one launcher pass built
-  as `callflow launch` builds it, with a 4 s run budget (its due-jobs read runs ahead by up to 5 000 jobs
-  before the first dial, so the whole due backlog is read). Every item in every Query/Scan page of the
-  product's DynamoDB client (`after-call`) is attributed to its `campaign`; goal: none of a paused one, and
-  none of their jobs left `pending`.
+  then `CampaignJobs.park` on each pending job, sent from 8 threads, without the CLI's grace wait); then one
+  launcher pass built as `callflow launch` builds it, with a 4 s run budget (its due-jobs read runs ahead
+  by up to 5 000 jobs before the first dial, so the whole due backlog is read). Every item in every
+  Query/Scan page of the product's DynamoDB client (`after-call`) is attributed to its `campaign`; goal:
+  none of a paused one (and every paused job still `pending`, parked).
 - **Campaign report** (issue 12): `bench/campaign_report.py`'s `run(n)` with n = 20 000 jobs (the issue says
   100 000; seeding them in moto server alone takes minutes) in one campaign plus 2 000 in a second: the wall
   time of `python -m callflow_cli campaigns report NAME --csv F --html F` against a process that only pages

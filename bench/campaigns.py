@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 from bench import harness
@@ -25,6 +26,7 @@ CALLS = "callflow-calls-campaigns-bench"
 CAMPAIGNS = "callflow-campaigns-campaigns-bench"
 DNC_NUMBERS = 20
 PAUSED_BUDGET_S = 4.0
+PARK_THREADS = 8
 
 
 def _tables(suffix: str) -> tuple[str, str]:
@@ -126,9 +128,13 @@ def _paused_worker(config: dict) -> dict:
     dynamodb = boto3.resource("dynamodb")
     store, jobs = CampaignStore(dynamodb.Table(campaigns)), CampaignJobs(dynamodb.Table(calls))
     parked = 0
-    for name in paused:  # what `callflow campaigns pause NAME` does (without its grace wait)
-        store.set_state(name, CampaignState.PAUSED, (CampaignState.ACTIVE,))
-        parked += sum(1 for job in jobs.pending(name) if jobs.park(job["call_id"]))
+    # What `callflow campaigns pause NAME` does (without its grace wait), the parks sent from PARK_THREADS
+    # threads: the same requests, in a quarter of the time against moto server.
+    with ThreadPoolExecutor(PARK_THREADS) as pool:
+        for name in paused:
+            store.set_state(name, CampaignState.PAUSED, (CampaignState.ACTIVE,))
+            ids = [job["call_id"] for job in jobs.pending(name)]
+            parked += sum(pool.map(jobs.park, ids))
     paused_s = time.monotonic() - started - seeded
     settings = {
         "PLIVO_API_URL": config["sim_url"],
