@@ -4,13 +4,25 @@ write BENCHMARKS.md (full runs only, unless --output is given) and exit 1 if any
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 
-from bench import answer_latency, cold_start, harness, launcher_throughput, memory, s3_requests
+from bench import (
+    answer_latency,
+    campaign_report,
+    campaigns,
+    cold_start,
+    conversation,
+    harness,
+    launcher_throughput,
+    memory,
+    s3_requests,
+)
 from bench.harness import Report, Result
 from devtools.local_aws import MotoServer
 
@@ -19,8 +31,21 @@ MEASUREMENTS = {
     "answer_latency": answer_latency,
     "s3_requests": s3_requests,
     "memory": memory,
+    "conversation": conversation,
     "launcher_throughput": launcher_throughput,
+    "campaigns": campaigns,
+    # campaign_report.run(n) is a library function; measure() gives it the bench's interface.
+    "campaign_report": SimpleNamespace(run=campaign_report.measure),
 }
+
+# ---- HOOK (issue 13, sustained pacing): bench/pacing.py is written on another branch. When it exists it is
+# measured here with the same interface as the others: `run(moto, names, quick=False) -> (results, details)`.
+# The integrator only merges the file; if its entry point has another name, adapt this block only.
+if importlib.util.find_spec("bench.pacing") is not None:
+    from bench import pacing
+
+    MEASUREMENTS["pacing"] = pacing
+# ---- end of HOOK
 
 METHOD = """\
 ## How it is measured
@@ -49,7 +74,48 @@ METHOD = """\
   Achieved CPS = placed / (last start − first start + 1/CPS); peak = most starts in any window [t, t+1 s).
   DynamoDB requests = every HTTP request of the launcher's DynamoDB client (`before-send`, retries included)
   / placed calls. Sequential baseline: plivo-python `client.calls.create` in a loop over 50 of the jobs
-  against the same simulator; speed-up = achieved CPS / sequential calls per second.
+  against the same simulator; speed-up = achieved CPS / sequential calls per second. The counted requests
+  include the dialling lease, the outbox drain and the stale-`dialing` sweep of the run.
+- **Conversations and metrics** (issues 11 and 14): one worker process, the requests of every series
+  interleaved (one of each per round, their order rotating each round), so load hits all sides alike.
+  `v1`: the production handler as in "Answer latency" with v1 templates (no `step`, no `call_id`; the
+  templates name no `job`/`url`/`result`), metrics flushed once per invocation (an EMF line on stdout, a pipe
+  here). `v1-style`: the same requests with `chalicelib.answer.conversation.Conversation` swapped, inside the
+  worker, for a stand-in that adds no names and records nothing (the handler before conversations).
+  `metrics off`: the same requests with `chalicelib.metrics.flush` a no-op inside the worker. `floor`: a bare
+  Chalice app whose one route does an HMAC-SHA256 over nonce + body, a Jinja2 `SandboxedEnvironment` render
+  of the same template text and a `defusedxml` parse, on the same event. `step`: every 5th round a signed
+  `/answer?step=BenchStep&call_id=...` with `Digits=1` (a fresh CallUUID each time), whose template calls
+  `result()`: one conditional UpdateItem to moto server's calls table per request, shown apart (no goal).
+  DynamoDB requests per answer: botocore `before-send` on the product's DynamoDB client, the worst of 4
+  distinct requests of each kind, after a warm-up that fetched every template: a step with Digits whose
+  template uses `job` and `result()`; the same without `job`; a v1 answer, and a step without input to a v1
+  template; a first answer (`/answer?call_id=...`, no step) whose template uses `job` and `url()`.
+- **Events outbox** (issue 14): in the launcher runs above, with EventBridge working (moto server's
+  PutEvents on the default bus), the DynamoDB requests whose body is the outbox's (a Query on
+  `outbox-index`, an UpdateItem touching `outbox`) / placed calls; the PutEvents requests and the entries
+  EventBridge took come from `before-send`/`after-call` on the product's EventBridge client.
+- **Campaigns** (issue 12): `handlers.launch()` with `CAMPAIGNS_TABLE` set (tables from
+  `infra/resources.json`), 500 due jobs round-robin over 5 active campaigns, 20 numbers on the do-not-call
+  list that none of the jobs dials, CPS 50, the simulator at 300 ms; DynamoDB requests (`before-send`,
+  shown by purpose: jobs, gate = BatchGetItem of list and campaign states, campaigns = rules GetItem, lease,
+  events) / placed calls. Paused campaigns: 10 campaigns × 1 000 due jobs (the issue says 10 000 each;
+  seeding and pausing 100 000 items in moto server would take `make bench` minutes, so 1 000), due times
+  interleaved across campaigns; 5 paused as `callflow campaigns pause` does it (`CampaignStore.set_state`,
+  then `CampaignJobs.park` on each pending job, sent from 8 threads, without the CLI's grace wait); then one
+  launcher pass built as `callflow launch` builds it, with a 4 s run budget (its due-jobs read runs ahead
+  by up to 5 000 jobs before the first dial, so the whole due backlog is read). Every item in every
+  Query/Scan page of the product's DynamoDB client (`after-call`) is attributed to its `campaign`; goal:
+  none of a paused one (and every paused job still `pending`, parked).
+- **Campaign report** (issue 12): `bench/campaign_report.py`'s `run(n)` with n = 5 000 jobs in one
+  campaign plus 500 in a second. The issue says 100 000, but moto server walks the whole index for every
+  query page, so a paged read is quadratic there (20 000 jobs took minutes per side): 5 000 here. Wall time
+  of `python -m callflow_cli campaigns report NAME --csv F --html F` against a process that only pages
+  through the same items (`campaign-due_at-index`, the report's page size) and counts them; whole processes
+  both (start-up included); CPU seconds of each client process beside. Memory: the report's peak RSS
+  (`wait4`) over 5 000 jobs minus over 500.
+- **Pacing** (issue 13): `bench/pacing.py`, when present (written on another branch; see the hook in
+  `bench/__main__.py`).
 """
 
 

@@ -33,6 +33,9 @@ PUBLIC_BASE_URL = "https://bench.execute-api.us-east-1.amazonaws.com/api"
 AUTH_ID = "MABENCHBENCHBENCH000"
 AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
 
+MotoServer = local_aws.MotoServer  # the names bench/campaign_report.py reaches through harness
+aws_env = local_aws.aws_env
+
 
 # ---------------------------------------------------------------- processes and environment
 
@@ -281,3 +284,69 @@ def machine_details() -> dict[str, str]:
         "os": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
     }
+
+
+# ---------------------------------------------------------------- counting DynamoDB requests
+
+LEASE_ID = (
+    "#launcher-lease"  # chalicelib.calls.pacing.LEASE_ID (not imported: the bench's parent stays light)
+)
+OUTBOX_INDEX = "outbox-index"  # chalicelib.calls.events.OUTBOX_INDEX
+
+
+def dynamodb_purpose(operation: str, body: Mapping) -> str:
+    """What one DynamoDB request of the product is for, from its operation and JSON body: `events` (the
+    outbox: its index query and the updates that touch `outbox`), `lease` (the dialling lease item),
+    `gate` (BatchGetItem: do-not-call list and campaign states), `campaigns` (a campaign's rules, GetItem
+    on the campaigns table), else `jobs`."""
+    key = body.get("Key") or {}
+    if (key.get("call_id") or {}).get("S") == LEASE_ID:
+        return "lease"
+    if operation == "Query" and body.get("IndexName") == OUTBOX_INDEX:
+        return "events"
+    if operation == "UpdateItem" and "outbox" in str(body.get("UpdateExpression", "")):
+        return "events"
+    if operation == "BatchGetItem":
+        return "gate"
+    if operation == "GetItem" and "pk" in key:
+        return "campaigns"
+    return "jobs"
+
+
+class DynamoCounter:
+    """Every HTTP request a boto3 DynamoDB client sends (botocore `before-send`, retries included), by
+    operation and purpose, and (`after-call`) the items each Query/Scan page returned, so a measurement
+    can say whose items a pass read. Nothing in the product is patched."""
+
+    def __init__(self, client, keep_items: bool = False) -> None:
+        self.keep_items = keep_items
+        self.clear()
+        client.meta.events.register("before-send.dynamodb", self._before_send)
+        client.meta.events.register("after-call.dynamodb", self._after_call)
+
+    def clear(self) -> None:
+        self.requests = 0
+        self.operations: dict[str, int] = {}
+        self.purposes: dict[str, int] = {}
+        self.page_items: list[dict] = []
+
+    def _before_send(self, request, **kwargs) -> None:
+        target = request.headers.get("X-Amz-Target", b"")
+        target = target.decode() if isinstance(target, bytes) else str(target)
+        operation = target.rsplit(".", 1)[-1] or "?"
+        try:
+            raw = request.body
+            body = json.loads(raw.decode() if isinstance(raw, bytes) else raw or "{}")
+        except (ValueError, AttributeError):
+            body = {}
+        purpose = dynamodb_purpose(operation, body if isinstance(body, dict) else {})
+        self.requests += 1
+        self.operations[operation] = self.operations.get(operation, 0) + 1
+        self.purposes[purpose] = self.purposes.get(purpose, 0) + 1
+
+    def _after_call(self, http_response, parsed, model, **kwargs) -> None:
+        if self.keep_items and model.name in ("Query", "Scan"):
+            self.page_items.extend(parsed.get("Items") or [])
+
+    def summary(self) -> dict:
+        return {"requests": self.requests, "operations": self.operations, "purposes": self.purposes}

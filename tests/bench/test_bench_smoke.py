@@ -12,7 +12,14 @@ from chalice.app import Request
 from plivo.utils.signature_v3 import validate_v3_signature
 
 from bench import __main__ as bench_main
-from bench import cold_start, harness, launcher_throughput, s3_requests
+from bench import (
+    campaign_report,
+    cold_start,
+    conversation,
+    harness,
+    launcher_throughput,
+    s3_requests,
+)
 from bench.harness import Report, Result
 from devtools import events, local_aws
 
@@ -170,4 +177,87 @@ def test_launcher_pass_against_simulator(moto) -> None:
         sim.stop()
     assert out["summary"]["placed"] == 6 and len(starts) == 6
     assert out["dynamodb"] >= 12
+    assert out["dynamodb_purposes"]["jobs"] >= 12 and out["dynamodb_purposes"].get("lease", 0) >= 1
+    assert out["events"]["entries"] == 6 and out["events"]["refused"] == 0
+    assert out["dynamodb_purposes"]["events"] == 1  # the outbox drain's one Query: EventBridge took them all
+    assert "6 events in 1 PutEvents, 0 refused" in launcher_throughput.outbox_row("t", out, 6).value
     assert seq["placed"] == 2 and seq["rate"] > 0
+
+
+def test_measurements_are_registered_and_described() -> None:
+    for key in ("conversation", "campaigns", "campaign_report"):
+        assert callable(bench_main.MEASUREMENTS[key].run)
+    for heading in ("Conversations and metrics", "Events outbox", "Campaigns", "Campaign report", "Pacing"):
+        assert f"**{heading}**" in bench_main.METHOD
+
+
+def test_dynamodb_purposes_name_the_products_requests() -> None:
+    from chalicelib.calls import events as outcome_events
+    from chalicelib.calls import pacing
+
+    assert harness.LEASE_ID == pacing.LEASE_ID and harness.OUTBOX_INDEX == outcome_events.OUTBOX_INDEX
+    purpose = harness.dynamodb_purpose
+    assert purpose("GetItem", {"Key": {"call_id": {"S": pacing.LEASE_ID}}}) == "lease"
+    assert purpose("Query", {"IndexName": "outbox-index"}) == "events"
+    assert purpose("UpdateItem", {"UpdateExpression": "SET outbox.#id = :event"}) == "events"
+    assert purpose("BatchGetItem", {}) == "gate"
+    assert purpose("GetItem", {"Key": {"pk": {"S": "campaign#A"}}}) == "campaigns"
+    assert (
+        purpose("UpdateItem", {"Key": {"call_id": {"S": "j1"}}, "UpdateExpression": "SET #s = :s"}) == "jobs"
+    )
+    assert purpose("Query", {"IndexName": "status-due_at-index"}) == "jobs"
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_conversation_workers_at_toy_size(moto) -> None:
+    server, names = moto
+    conversation.seed(server.url)
+    env = conversation.answer_env(server.url)
+    counts = harness.run_worker("conversation", {"mode": "counts", "names": names}, env)
+    assert counts["step_input_job"]["max"] == 2 and counts["step_input"]["max"] == 1
+    assert (
+        counts["v1"]["max"] == 0 and counts["step_no_input"]["max"] == 0 and counts["first_job"]["max"] == 1
+    )
+    lat = harness.run_worker("conversation", {"mode": "latency", "names": names, "rounds": 10}, env)
+    lat.pop("log_lines")
+    assert {k: v["count"] for k, v in lat.items()} == {
+        "v1": 10,
+        "bypass": 10,
+        "metrics_off": 10,
+        "floor": 10,
+        "step": 2,
+    }
+    assert all(0 < v["p50_us"] <= v["p99_us"] <= v["max_us"] for v in lat.values())
+    assert conversation._job_table_items(server.url)["result"] == "confirmed"
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_campaign_workers_at_toy_size(moto) -> None:
+    server, _ = moto
+    env = launcher_throughput._env(server)
+    sim = launcher_throughput.SimProcess(latency=0.05)
+    try:
+        common = {"campaigns": 2, "per_campaign": 3, "cps": 50, "sim_url": sim.url}
+        dial = harness.run_worker("campaigns", {"mode": "dial", "suffix": "smoke-d", **common}, env)
+        paused = harness.run_worker(
+            "campaigns", {"mode": "paused", "suffix": "smoke-p", "budget": 3.0, **common}, env, timeout=120
+        )
+    finally:
+        sim.stop()
+    assert dial["summary"]["placed"] == 6
+    assert dial["dynamodb"]["purposes"]["gate"] >= 1 and dial["dynamodb"]["purposes"]["campaigns"] == 2
+    assert paused["parked"] == 3 and paused["paused"] == ["Pause0"]
+    assert paused["paused_items_read"] == 0 and paused["active_items_read"] == 3
+    assert paused["paused_dialled"] == 0 and paused["summary"]["placed"] == 3
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_campaign_report_rows(monkeypatch) -> None:
+    monkeypatch.setattr(campaign_report, "REPORT_JOBS_QUICK", 30)
+    with local_aws.MotoServer() as server:
+        rows, out = campaign_report.measure(server, [], quick=True)
+    assert out["n"] == 30 and out["bare_read_s"] > 0 and out["report_s"] > 0
+    assert [r.goal for r in rows] == ["≤ 1.5×", "", "≤ +5 MB (flat)"]
