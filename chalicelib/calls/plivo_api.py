@@ -166,12 +166,15 @@ class PlivoClient:
 
     # --- call control and records (v2) ---------------------------------------------------------------
 
-    def transfer(self, call_uuid: str, url: str, method: str = "POST") -> ApiResult:
+    def transfer(
+        self, call_uuid: str, url: str, method: str = "POST", timeout: tuple[float, float] = (2.0, 5.0)
+    ) -> ApiResult:
         """Move the live call's A leg to `url` (Plivo's transfer API, 202 "call transferred"). Sent once:
-        a transfer is a POST, and a timeout after sending leaves it unknown (`sent` True, status None)."""
+        a transfer is a POST, and a timeout after sending leaves it unknown (`sent` True, status None).
+        Short timeouts by default: it runs inside the API Lambda (15 s) while Plivo waits for the reply."""
         target = f"{self.call_url}{checked_id(call_uuid)}/"
         body = {"legs": "aleg", "aleg_url": url, "aleg_method": method}
-        return self._request("POST", target, json_body=body)
+        return self._request("POST", target, json_body=body, timeout=timeout)
 
     def queued_call(self, request_uuid: str) -> ApiResult:
         """`GET .../Call/{request_uuid}/?status=queued`: 200 while Plivo still holds the request queued."""
@@ -193,9 +196,12 @@ class PlivoClient:
         url: str,
         query: Mapping[str, str] | None = None,
         json_body: Mapping[str, Any] | None = None,
+        timeout: tuple[float, float] | None = None,
     ) -> ApiResult:
         """One request, never retried (the adapter has max_retries=0) and never raising for the network."""
         import requests
+
+        connect, read = timeout or (self.connect_timeout, self.read_timeout)
 
         try:
             response = self._session.request(
@@ -203,13 +209,13 @@ class PlivoClient:
                 url,
                 params=dict(query) if query else None,
                 json=dict(json_body) if json_body is not None else None,
-                timeout=(self.connect_timeout, self.read_timeout),
+                timeout=(connect, read),
                 allow_redirects=False,
             )
         except requests.exceptions.ConnectTimeout:
             return ApiResult(None, error="connect timeout: request not sent", sent=False)
         except requests.exceptions.ReadTimeout:
-            return ApiResult(None, error=f"no reply within {self.read_timeout:g} s after sending")
+            return ApiResult(None, error=f"no reply within {read:g} s after sending")
         except requests.exceptions.SSLError as exc:
             return ApiResult(None, error=f"TLS handshake failed: {_short(exc)}", sent=False)
         except requests.exceptions.ConnectionError as exc:
