@@ -9,7 +9,7 @@ mapping, so the stuck-`placed` sweep can find the call's record later.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
 
 from chalicelib.calls.call_body import voicemail_template
@@ -87,7 +87,7 @@ def record_machine(
         if not changes:
             break  # a repeat of what is stored already
         if repo.record_outcome(call_id, job["status"], _attempts(job), changes):
-            job = {**job, **changes}  # type: ignore[typeddict-item]
+            job = cast("Job", {**job, **changes})
             break
     else:
         log.error("machine callback not recorded: job kept changing", **fields)
