@@ -24,6 +24,11 @@ def hangup():
     return handlers.hangup(app.current_request, app.lambda_context)
 
 
+@app.route("/machine", methods=["GET", "POST"], content_types=ANY_CONTENT)
+def machine():
+    return handlers.machine(app.current_request, app.lambda_context)
+
+
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def launch_calls(event):
     return handlers.launch_calls(event, event.context)

@@ -1,5 +1,6 @@
-"""HTTP layer of Plivo's callbacks (/answer and /hangup): parse parameters, rebuild the URL, check the V3
-signature, and always answer with XML. Nothing here may let an exception reach Plivo as a 5xx trace.
+"""HTTP layer of Plivo's callbacks (/answer, /hangup and /machine): parse parameters, rebuild the URL,
+check the V3 signature, and always answer with XML. Nothing here may let an exception reach Plivo as a
+5xx trace.
 """
 
 from __future__ import annotations
@@ -392,11 +393,61 @@ def hangup(request: Any, context: Any = None) -> Response:
             return _xml(EMPTY_RESPONSE)
         from chalicelib.calls.hangup import record_hangup
 
-        record_hangup(resources.job_repository(), settings, call_id, params, time.time())
+        record_hangup(
+            resources.job_repository(),
+            settings,
+            call_id,
+            params,
+            time.time(),
+            campaigns=_campaigns(settings),
+            publisher=resources.event_publisher(),
+        )
         return _xml(EMPTY_RESPONSE)
 
     try:
         return _serve(request, record, lambda: _xml(EMPTY_RESPONSE, 500), "hangup callback not recorded")
+    finally:
+        _flush_metrics()
+
+
+def _campaigns(settings: Settings) -> Callable[[str], Any] | None:
+    """The campaign lookup for a callback (retry rules, machine detection), when campaigns are set up."""
+    return resources.campaign_store().get if settings.campaigns_table else None
+
+
+@logs.lambda_entry
+def machine(request: Any, context: Any = None) -> Response:
+    """GET|POST /machine?call_id=...: Plivo's machine detection (asynchronous). Records `machine=true` on
+    the job's current attempt and, for `voicemail:<Template>`, transfers the live call to that step. Signed
+    and answered like /hangup: an empty <Response/>, 500 when callflow could not record (Plivo may retry)."""
+
+    def record(settings: Settings, callback: Callback) -> Response:
+        params = callback.params
+        call_id = params.get("call_id")
+        if not call_id:
+            log.warning(
+                "machine callback without call_id; nothing to record", call_uuid=params.get("CallUUID")
+            )
+            return _xml(EMPTY_RESPONSE)
+        from chalicelib.calls.machine import record_machine
+
+        def base_url() -> str | None:
+            url = request_url(request, settings)
+            return url.rstrip("/").rsplit("/machine", 1)[0] if url else None
+
+        record_machine(
+            resources.job_repository(),
+            call_id,
+            params,
+            time.time(),
+            base_url=base_url,
+            plivo=resources.plivo_client,
+            campaigns=_campaigns(settings),
+        )
+        return _xml(EMPTY_RESPONSE)
+
+    try:
+        return _serve(request, record, lambda: _xml(EMPTY_RESPONSE, 500), "machine callback not recorded")
     finally:
         _flush_metrics()
 

@@ -90,7 +90,10 @@ MAX_EPOCH = 253_402_300_799  # 9999-12-31T23:59:59Z: a due_at beyond it is a pro
 # one of these would make Plivo send another job's signed callback.
 OWN_CALLBACK_PATHS = ("/hangup", "/machine")
 METHODS = ("GET", "POST")
-MACHINE_DETECTION = ("true", "hangup")
+MACHINE_DETECTION = ("true", "hangup")  # and `voicemail:<Template>` (v2)
+VOICEMAIL = "voicemail:"
+_TEMPLATE_NAME = re.compile(r"[A-Za-z0-9]{1,64}")
+_PLUS_DIGITS = re.compile(r"\+?[0-9]{1,20}")
 
 # plivo-python's calls.create sends these when the caller does not override them.
 SDK_DEFAULTS: dict[str, Any] = {
@@ -113,6 +116,54 @@ def hangup_url(public_base_url: str, call_id: str) -> str:
     return f"{public_base_url.rstrip('/')}/hangup?call_id={quote(str(call_id), safe='')}"
 
 
+def answer_url(public_base_url: str, call_id: str) -> str:
+    """The default answer_url (v2): it carries `call_id`, so every step of the call knows its job."""
+    return f"{public_base_url.rstrip('/')}/answer?call_id={quote(str(call_id), safe='')}"
+
+
+def machine_url(public_base_url: str, call_id: str) -> str:
+    return f"{public_base_url.rstrip('/')}/machine?call_id={quote(str(call_id), safe='')}"
+
+
+def machine_detection_mode(value: object) -> str | None:
+    """A stored `machine_detection` in its normal form (`true`, `hangup`, `voicemail:<Template>`), or
+    None when it is absent or malformed. The template name keeps its case: template names are."""
+    if value is True:
+        return "true"
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    kind, colon, template = text.partition(":")
+    if colon:
+        if kind.lower() + colon == VOICEMAIL and _TEMPLATE_NAME.fullmatch(template):
+            return VOICEMAIL + template
+        return None
+    return text.lower() if text.lower() in MACHINE_DETECTION else None
+
+
+def voicemail_template(value: object) -> str | None:
+    """The template of `voicemail:<Template>`, else None."""
+    mode = machine_detection_mode(value)
+    return mode[len(VOICEMAIL) :] if mode and mode.startswith(VOICEMAIL) else None
+
+
+def normalized_to(to: object) -> str | None:
+    """`to` as it is stored and sent: digits without `+` (checked by `phonenumbers`), or the SIP URI;
+    None when it is neither. Raises JobInvalid for digits that are not a possible number."""
+    if not isinstance(to, str):
+        return None
+    if _SIP_URI.fullmatch(to):
+        return to
+    if not _PLUS_DIGITS.fullmatch(to):
+        return None
+    from chalicelib.calls import numbers
+
+    try:
+        return numbers.normalize(to)
+    except numbers.NumberError as exc:
+        raise JobInvalid(f"to {exc}") from None
+
+
 def validate_job(
     job: Mapping[str, Any], public_base_url: str | None = None, *, local: bool = False
 ) -> dict[str, Any]:
@@ -127,10 +178,16 @@ def validate_job(
 
     problems: list[str] = []
     clean: dict[str, Any] = {}
-    to = job.get("to")
     from_ = job.get("from")
-    if not isinstance(to, str) or not (_DIGITS.fullmatch(to) or _SIP_URI.fullmatch(to)):
-        problems.append(f"to {to!r} must be digits (E.164 without '+') or a sip: URI")
+    try:
+        to = normalized_to(job.get("to"))
+    except JobInvalid as exc:
+        problems.append(str(exc))
+        to = ""
+    if to is None:
+        problems.append(f"to {job.get('to')!r} must be digits (E.164, with or without '+') or a sip: URI")
+    elif to and to != job.get("to"):
+        clean["to"] = to
     if not isinstance(from_, str) or not _DIGITS.fullmatch(from_):
         problems.append(f"from {from_!r} must be digits (E.164 without '+')")
     elif to == from_:
@@ -196,11 +253,14 @@ def validate_job(
                 clean[field] = number
     detection = job.get("machine_detection")
     if detection not in (None, "", False):
-        value = "true" if detection is True else detection.lower() if isinstance(detection, str) else None
-        if value not in MACHINE_DETECTION:
-            problems.append(f"machine_detection {_shown(detection)} must be true or hangup")
+        mode = machine_detection_mode(detection)
+        if mode is None:
+            problems.append(
+                f"machine_detection {_shown(detection)} must be hangup, voicemail:<Template> "
+                "(a template name of 1 to 64 letters and digits) or true"
+            )
         else:
-            clean["machine_detection"] = value
+            clean["machine_detection"] = mode
 
     if problems:
         raise JobInvalid("; ".join(problems))
@@ -298,14 +358,21 @@ def build_call_body(job: Mapping[str, Any], public_base_url: str, *, local: bool
     """Validate the job (validate_job) and build the Call API body."""
     clean = validate_job(job, public_base_url, local=local)
     body: dict[str, Any] = dict(SDK_DEFAULTS)
-    for field in ("caller_name", "ring_timeout", "time_limit", "machine_detection"):
+    for field in ("caller_name", "ring_timeout", "time_limit"):
         if field in clean:
             body[field] = clean[field]
+    mode = clean.get("machine_detection")
+    if mode:
+        # `hangup`: Plivo hangs up on a machine by itself; `voicemail:<T>` (and v1's `true`): Plivo goes
+        # on, and /machine moves the call to the voicemail step. Both report to /machine (asynchronous).
+        body["machine_detection"] = "hangup" if mode == "hangup" else "true"
+        body["machine_detection_url"] = machine_url(public_base_url, job["call_id"])
+        body["machine_detection_method"] = "POST"
     body.update(
         {
             "from": job["from"],
-            "to": job["to"],
-            "answer_url": clean.get("answer_url") or f"{public_base_url.rstrip('/')}/answer",
+            "to": clean.get("to", job["to"]),
+            "answer_url": clean.get("answer_url") or answer_url(public_base_url, job["call_id"]),
             "answer_method": clean.get("answer_method", "POST"),
             "hangup_url": hangup_url(public_base_url, job["call_id"]),
             "hangup_method": "POST",

@@ -6,8 +6,10 @@ failure — refused before sending is safe to retry, a timeout after sending may
 
 from __future__ import annotations
 
+import re
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +38,37 @@ class CallResult:
     request_uuid: str | None = None
     api_id: str | None = None
     error: str | None = None
+
+
+# A call_uuid or request_uuid as Plivo writes them. Anything else (above all an empty id) must never reach
+# a URL: `.../Call/` without an id names every call of the account (PLIVO.md "Call control").
+_UUID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+
+
+class MissingId(ValueError):
+    """A call control or record request without a usable call_uuid/request_uuid: never sent."""
+
+
+@dataclass(frozen=True)
+class ApiResult:
+    """One call control or record request: `status` None when no reply came (`error` says why);
+    `sent` False when it surely never reached Plivo (so it did nothing)."""
+
+    status: int | None
+    payload: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    sent: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.status in SUCCESS
+
+
+def checked_id(ident: object) -> str:
+    """The id itself, or MissingId: what goes into `.../Call/{id}/` is never empty or a path."""
+    if not isinstance(ident, str) or not _UUID.fullmatch(ident):
+        raise MissingId(f"not a Plivo call id: {str(ident)[:80]!r}")
+    return ident
 
 
 class PlivoClient:
@@ -130,6 +163,73 @@ class PlivoClient:
         except requests.exceptions.RequestException as exc:
             return CallResult(Outcome.UNKNOWN, error=f"request error: {_short(exc)}")
         return classify(response.status_code, _json(response), response.text)
+
+    # --- call control and records (v2) ---------------------------------------------------------------
+
+    def transfer(
+        self, call_uuid: str, url: str, method: str = "POST", timeout: tuple[float, float] = (2.0, 5.0)
+    ) -> ApiResult:
+        """Move the live call's A leg to `url` (Plivo's transfer API, 202 "call transferred"). Sent once:
+        a transfer is a POST, and a timeout after sending leaves it unknown (`sent` True, status None).
+        Short timeouts by default: it runs inside the API Lambda (15 s) while Plivo waits for the reply."""
+        target = f"{self.call_url}{checked_id(call_uuid)}/"
+        body = {"legs": "aleg", "aleg_url": url, "aleg_method": method}
+        return self._request("POST", target, json_body=body, timeout=timeout)
+
+    def queued_call(self, request_uuid: str) -> ApiResult:
+        """`GET .../Call/{request_uuid}/?status=queued`: 200 while Plivo still holds the request queued."""
+        return self._request("GET", f"{self.call_url}{checked_id(request_uuid)}/", {"status": "queued"})
+
+    def call_record(self, call_uuid: str) -> ApiResult:
+        """`GET .../Call/{call_uuid}/`: a completed call's record (404 when Plivo has none)."""
+        return self._request("GET", f"{self.call_url}{checked_id(call_uuid)}/")
+
+    def list_calls(self, filters: Mapping[str, str]) -> ApiResult:
+        """`GET .../Call/?...`: completed call records matching `filters` (to_number, end_time__gte ...)."""
+        if not filters:
+            raise MissingId("a call record search needs filters")
+        return self._request("GET", self.call_url, dict(filters))
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        query: Mapping[str, str] | None = None,
+        json_body: Mapping[str, Any] | None = None,
+        timeout: tuple[float, float] | None = None,
+    ) -> ApiResult:
+        """One request, never retried (the adapter has max_retries=0) and never raising for the network."""
+        import requests
+
+        connect, read = timeout or (self.connect_timeout, self.read_timeout)
+
+        try:
+            response = self._session.request(
+                method,
+                url,
+                params=dict(query) if query else None,
+                json=dict(json_body) if json_body is not None else None,
+                timeout=(connect, read),
+                allow_redirects=False,
+            )
+        except requests.exceptions.ConnectTimeout:
+            return ApiResult(None, error="connect timeout: request not sent", sent=False)
+        except requests.exceptions.ReadTimeout:
+            return ApiResult(None, error=f"no reply within {read:g} s after sending")
+        except requests.exceptions.SSLError as exc:
+            return ApiResult(None, error=f"TLS handshake failed: {_short(exc)}", sent=False)
+        except requests.exceptions.ConnectionError as exc:
+            if _never_connected(exc):
+                return ApiResult(None, error=f"connection failed before sending: {_short(exc)}", sent=False)
+            return ApiResult(None, error=f"connection lost after sending: {_short(exc)}")
+        except requests.exceptions.RequestException as exc:
+            return ApiResult(None, error=f"request error: {_short(exc)}")
+        payload = _json(response)
+        error = None
+        if response.status_code not in SUCCESS:
+            detail = payload.get("error") or payload.get("message") or response.text.strip()[:200]
+            error = f"Plivo HTTP {response.status_code}: {detail or 'no details'}"
+        return ApiResult(response.status_code, payload, error)
 
 
 def classify(status: int, payload: dict[str, Any], text: str = "") -> CallResult:

@@ -61,7 +61,7 @@ def sdk_body(base_url: str, bodies: list, monkeypatch, **kwargs) -> dict:
             {
                 "from_": "14155559999",
                 "to_": "14155550100",
-                "answer_url": f"{BASE}/answer",
+                "answer_url": f"{BASE}/answer?call_id=job-1",
                 "answer_method": "POST",
                 "hangup_url": f"{BASE}/hangup?call_id=job-1",
                 "hangup_method": "POST",
@@ -93,6 +93,41 @@ def sdk_body(base_url: str, bodies: list, monkeypatch, **kwargs) -> dict:
                 "ring_timeout": 30,
                 "time_limit": 600,
                 "machine_detection": "hangup",
+                "machine_detection_url": f"{BASE}/machine?call_id=job%202%2Fx",
+                "machine_detection_method": "POST",
+            },
+        ),
+        (
+            {
+                "call_id": "vm&1",
+                "to": "+442071234567",
+                "from": "14155559999",
+                "machine_detection": "voicemail:LeaveMessage",
+            },
+            {
+                "from_": "14155559999",
+                "to_": "442071234567",
+                "answer_url": f"{BASE}/answer?call_id=vm%261",
+                "answer_method": "POST",
+                "hangup_url": f"{BASE}/hangup?call_id=vm%261",
+                "hangup_method": "POST",
+                "machine_detection": "true",
+                "machine_detection_url": f"{BASE}/machine?call_id=vm%261",
+                "machine_detection_method": "POST",
+            },
+        ),
+        (
+            {"call_id": "v1-true", "to": "14155550100", "from": "14155559999", "machine_detection": True},
+            {
+                "from_": "14155559999",
+                "to_": "14155550100",
+                "answer_url": f"{BASE}/answer?call_id=v1-true",
+                "answer_method": "POST",
+                "hangup_url": f"{BASE}/hangup?call_id=v1-true",
+                "hangup_method": "POST",
+                "machine_detection": "true",
+                "machine_detection_url": f"{BASE}/machine?call_id=v1-true",
+                "machine_detection_method": "POST",
             },
         ),
         (
@@ -100,7 +135,7 @@ def sdk_body(base_url: str, bodies: list, monkeypatch, **kwargs) -> dict:
             {
                 "from_": "14155559999",
                 "to_": "442071234567",
-                "answer_url": f"{BASE}/answer",
+                "answer_url": f"{BASE}/answer?call_id=no-headers",
                 "answer_method": "POST",
                 "hangup_url": f"{BASE}/hangup?call_id=no-headers",
                 "hangup_method": "POST",
@@ -136,14 +171,19 @@ def test_body_goes_over_the_wire_unchanged(capture):
         ({"headers": {"N" * 25: "1"}}, "is 25 characters long (at most 24)"),
         ({"headers": {"Name": "v" * 121}}, "value is 121 characters long (at most 120)"),
         ({"to": "1415abc0100"}, "to '1415abc0100' must be digits"),
-        ({"to": "+14155550100"}, "must be digits (E.164 without '+')"),
+        ({"to": "+1415abc0100"}, "must be digits (E.164, with or without '+')"),
+        ({"to": "1415"}, "to '1415' is not a possible phone number"),
+        ({"to": "+999123"}, "to '+999123' is not a phone number"),
         ({"to": ""}, "to '' must be digits"),
         ({"from": "ACME"}, "from 'ACME' must be digits"),
         ({"to": "14155559999"}, "to and from must differ"),
         ({"answer_method": "PUT"}, "answer_method 'PUT' must be GET or POST"),
         ({"answer_url": "ftp://x"}, "answer_url 'ftp://x' must be an http(s) URL"),
         ({"ring_timeout": "soon"}, "ring_timeout 'soon' must be a whole number"),
-        ({"machine_detection": "maybe"}, "machine_detection 'maybe' must be true or hangup"),
+        ({"machine_detection": "maybe"}, "machine_detection 'maybe' must be hangup, voicemail:<Template>"),
+        ({"machine_detection": "voicemail:"}, "machine_detection 'voicemail:' must be hangup"),
+        ({"machine_detection": "voicemail:Leave-Msg"}, "a template name of 1 to 64 letters and digits"),
+        ({"machine_detection": "voicemail:" + "V" * 65}, "must be hangup, voicemail:<Template>"),
         ({"caller_name": "x" * 51}, "caller_name must be text of at most 50 characters"),
     ],
 )
@@ -152,6 +192,26 @@ def test_invalid_jobs_say_exactly_what_is_wrong(changes, message):
     with pytest.raises(JobInvalid) as raised:
         build_call_body(job, BASE)
     assert message in str(raised.value)
+
+
+def test_to_with_a_plus_is_sent_without_it():
+    body = build_call_body({"call_id": "p", "to": "+14155550100", "from": "14155559999"}, BASE)
+    assert body["to"] == "14155550100"
+
+
+def test_a_voicemail_template_keeps_its_case_and_the_answer_url_stays_the_jobs_own():
+    job = {
+        "call_id": "c",
+        "to": "14155550100",
+        "from": "14155559999",
+        "machine_detection": "Voicemail:LeaveMsg",
+        "answer_url": "https://other.example/answer",
+    }
+    body = build_call_body(job, BASE)
+    assert body["machine_detection"] == "true" and body["answer_url"] == "https://other.example/answer"
+    from chalicelib.calls.call_body import validate_job
+
+    assert validate_job(job)["machine_detection"] == "voicemail:LeaveMsg"
 
 
 def test_every_problem_is_reported_at_once():

@@ -37,7 +37,7 @@ GOOD = {"call_id": "j", "to": "14155550100", "from": "14155559999", "headers": {
         ({"caller_name": 42}, "caller_name must be text of at most 50 characters"),
         ({"answer_url": "http:// spaced"}, "must be an http(s) URL"),
         ({"answer_method": 5}, "answer_method 5 must be GET or POST"),
-        ({"machine_detection": 1}, "machine_detection 1 must be true or hangup"),
+        ({"machine_detection": 1}, "machine_detection 1 must be hangup, voicemail:<Template>"),
     ],
 )
 def test_validate_job_names_the_field_and_the_rule(changes, fragment):

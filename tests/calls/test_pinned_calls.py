@@ -183,10 +183,20 @@ def test_sip_uris_are_valid_destinations():
 
 
 @pytest.mark.parametrize(
-    "to", [None, 14155550100, "", "1" * 21, "+14155550100", "tel:1415", "sip:", "sip:a b@c"]
+    "to", [None, 14155550100, "", "1" * 21, "+1415555010x", "tel:1415", "sip:", "sip:a b@c"]
 )
 def test_bad_destinations(to):
-    assert problems_of(to=to) == [f"to {to!r} must be digits (E.164 without '+') or a sip: URI"]
+    assert problems_of(to=to) == [f"to {to!r} must be digits (E.164, with or without '+') or a sip: URI"]
+
+
+def test_a_leading_plus_is_normalised_away():
+    assert call_body.validate_job(job(to="+14155550100")) == {"to": "14155550100"}
+
+
+@pytest.mark.parametrize("to", ["1415", "+999123"])
+def test_numbers_phonenumbers_rejects_are_bad_destinations(to):
+    [problem] = problems_of(to=to)
+    assert problem.startswith(f"to {to!r} is not a")
 
 
 @pytest.mark.parametrize("from_", [None, 1415, "", "1" * 21, "sip:alice@example.com"])
@@ -281,9 +291,29 @@ def test_machine_detection_absent(value):
     assert call_body.validate_job(job(machine_detection=value)) == {}
 
 
-@pytest.mark.parametrize("value, shown", [("yes", "'yes'"), (1, "1"), ("voicemail", "'voicemail'")])
+@pytest.mark.parametrize(
+    "value, shown",
+    [
+        ("yes", "'yes'"),
+        (1, "1"),
+        ("voicemail", "'voicemail'"),
+        ("voicemail:", "'voicemail:'"),
+        ("voicemail:a b", "'voicemail:a b'"),
+        ("hangup:X", "'hangup:X'"),
+    ],
+)
 def test_bad_machine_detection(value, shown):
-    assert problems_of(machine_detection=value) == [f"machine_detection {shown} must be true or hangup"]
+    assert problems_of(machine_detection=value) == [
+        f"machine_detection {shown} must be hangup, voicemail:<Template> "
+        "(a template name of 1 to 64 letters and digits) or true"
+    ]
+
+
+@pytest.mark.parametrize(
+    "value, clean", [("voicemail:Vm1", "voicemail:Vm1"), ("VOICEMAIL:Vm1", "voicemail:Vm1")]
+)
+def test_voicemail_machine_detection_keeps_the_template_name(value, clean):
+    assert call_body.validate_job(job(machine_detection=value)) == {"machine_detection": clean}
 
 
 def test_every_problem_is_reported_at_once_in_field_order():
