@@ -94,17 +94,17 @@ class CampaignRules:
     """Each campaign's rules, read once per run (one GetItem per campaign seen)."""
 
     def __init__(self, store: CampaignStore | None) -> None:
-        self._store = store
+        self.store = store
         self._cache: dict[str, Campaign | None] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str | None) -> Campaign | None:
-        if not name or self._store is None:
+        if not name or self.store is None:
             return None
         with self._lock:
             if name in self._cache:
                 return self._cache[name]
-        found = self._store.get(name)
+        found = self.store.get(name)
         with self._lock:
             self._cache[name] = found
         return found
@@ -193,7 +193,7 @@ class EventSink:
     refuses goes to the job's outbox for the next run."""
 
     def __init__(self, publisher: outcome_events.Publisher | None, repo: JobRepository) -> None:
-        self._publisher = publisher
+        self.publisher = publisher
         self._repo = repo
         self._pending: list[outcome_events.Event] = []
         self._lock = threading.Lock()
@@ -201,7 +201,7 @@ class EventSink:
         self.deferred = 0
 
     def emit(self, job: Any) -> None:
-        if self._publisher is None:
+        if self.publisher is None:
             return
         event = outcome_events.for_status(job)
         if event is None:
@@ -222,8 +222,8 @@ class EventSink:
             self._send(batch)
 
     def _send(self, batch: list[outcome_events.Event]) -> None:
-        assert self._publisher is not None
-        refused = self._publisher.publish(batch)
+        assert self.publisher is not None
+        refused = self.publisher.publish(batch)
         with self._lock:
             self.sent += len(batch) - len(refused)
             self.deferred += len(refused)
@@ -237,7 +237,7 @@ class EventSink:
 
     def drain(self, limit: int = 500) -> int:
         """Re-send what earlier runs could not (the outbox); how many were delivered."""
-        if self._publisher is None:
+        if self.publisher is None:
             return 0
         delivered = 0
         for item in self._repo.outbox_jobs(limit):
@@ -245,7 +245,7 @@ class EventSink:
             events = [outcome_events.Event.from_stored(k, v) for k, v in sorted(stored.items())]
             if not events:
                 continue
-            refused = {e.id for e in self._publisher.publish(events)}
+            refused = {e.id for e in self.publisher.publish(events)}
             sent = [e.id for e in events if e.id not in refused]
             if sent:
                 self._repo.clear_events(item["call_id"], sent, all_sent=not refused)

@@ -247,6 +247,7 @@ class Launcher:
         if self.lease is not None and not self._take_lease(started):
             return {key: 0 for key in SUMMARY_KEYS}
         self._expire_stale(started)
+        self._settle_stuck(started)
         self._drain_events()
         self.plivo.ensure_pool(self.workers)
         slots = threading.Semaphore(self.workers)
@@ -728,6 +729,25 @@ class Launcher:
             self._expire_stale_jobs(now)
         except Exception as exc:  # noqa: BLE001 - the sweep can wait for the next run; due calls cannot
             log.error("stale dialing jobs not checked", cause=logs.cause(exc))
+
+    def _settle_stuck(self, now: float) -> None:
+        """`placed` jobs whose hangup never came: settled from Plivo's call records, else `unknown`."""
+        from chalicelib.calls.settle import settle_stuck
+
+        try:
+            found = settle_stuck(
+                self.repo,
+                self.plivo,
+                self.settings,
+                now,
+                campaigns=self.rules.get,
+                publisher=self.events.publisher,
+            )
+        except Exception as exc:  # noqa: BLE001 - the sweep can wait for the next run; due calls cannot
+            log.error("stuck placed jobs not checked", cause=logs.cause(exc))
+            return
+        if found.get("checked"):
+            log.info("stuck placed jobs checked", summary=found)
 
     def _expire_stale_jobs(self, now: float) -> None:
         cutoff = now - self.stale_after

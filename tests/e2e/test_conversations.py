@@ -77,7 +77,8 @@ def test_the_reminder_keeps_what_the_callee_answered(reminder, call_id, to, call
     assert job["status"] == "completed" and job["outcome"] == "completed"
     assert job["result"] == result
     if answer is None:
-        assert job["last_step"] == "AppointmentNoReply" and "AppointmentReply" not in (job.get("responses") or {})
+        assert job["last_step"] == "AppointmentNoReply"
+        assert "AppointmentReply" not in (job.get("responses") or {})
     else:
         recorded = job["responses"]["AppointmentReply"]
         assert {k: recorded[k] for k in answer} == answer and recorded["at"] > 0
