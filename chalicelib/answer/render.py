@@ -391,6 +391,8 @@ def compile_template(source: str) -> Template:
     The budget holds while compiling too: Jinja folds constant expressions (`"%0999999999d"|format(1)`)
     at compile time, and a refused fold is left to the render, which refuses it again.
     """
+    if not isinstance(source, str):
+        raise TemplateError(f"line 1: cannot compile: the source is {type(source).__name__}, not text")
     token = _BUDGET.set(_Budget(plivo_xml.MAX_BYTES, time.monotonic() + MAX_RENDER_SECONDS))
     try:
         env = environment()

@@ -241,7 +241,10 @@ def test_render_error_outside_the_template_is_line_0():
 def test_output_of_exactly_the_limit_is_kept_and_one_more_is_refused():
     assert rendered("{{ 'a' * 10 }}", limit=10) == "a" * 10
     with pytest.raises(render.TemplateError) as caught:
-        rendered("{{ 'a' * 11 }}", limit=10)
+        rendered("{{ 'a' * 11 }}", limit=10)  # refused before the string is even built (the budget)
+    assert str(caught.value) == "line 1: render stopped: a repeated value would be over 10 characters"
+    with pytest.raises(render.TemplateError) as caught:
+        rendered("{{ 'a' * 6 }}{{ 'b' * 5 }}", limit=10)  # each part fits; the output does not
     assert str(caught.value) == "rendered output is over 10 bytes"
 
 
