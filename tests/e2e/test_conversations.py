@@ -37,7 +37,7 @@ def enqueue(stack, call_id: str, to: str, *extra: str) -> None:
         "--from",
         "14155550100",
         "--header",
-        "Template=Reminder",
+        "Template=Appointment",
         "--data",
         "Name=Ada",
         "--data",
