@@ -33,11 +33,10 @@ control endpoints, in-process and process modes; __main__.py: `python -m devtool
 """
 
 from devtools.plivo_sim.call_api import parse_sip_headers, validate_call
-from devtools.plivo_sim.player import CallScript, InvalidAnswerXml, parse_answer_xml
+from devtools.plivo_sim.player import InvalidAnswerXml, parse_answer_xml
 from devtools.plivo_sim.server import PlivoSimulator, main
 
 __all__ = [
-    "CallScript",
     "InvalidAnswerXml",
     "PlivoSimulator",
     "main",
