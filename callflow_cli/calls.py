@@ -20,6 +20,7 @@ import click
 
 from callflow_cli.errors import UserError, plural
 from chalicelib import resources
+from chalicelib.calls.call_body import encodable
 from chalicelib.calls.jobs import STATUSES
 
 if TYPE_CHECKING:
@@ -113,15 +114,6 @@ def _due_at(when: object, tz: str | None, now: float, notes: list[str] | None) -
     return due
 
 
-def _utf8(text: str) -> bool:
-    """False for text with lone surrogates (bytes that were not UTF-8 in argv), which no AWS call can send."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _duplicate_headers(names: Iterable[str]) -> str | None:
     """The first header name given twice, compared as Plivo compares them (case-insensitively)."""
     seen: dict[str, str] = {}
@@ -148,7 +140,7 @@ def build_job(
     from chalicelib.calls.call_body import JobInvalid, validate_job
 
     for name, value in fields.items():
-        if isinstance(value, str) and not _utf8(value):
+        if isinstance(value, str) and not encodable(value):
             raise ValueError(f"{name} is not valid text (it holds bytes that are not UTF-8)")
     call_id = fields.get("call_id")
     if call_id in (None, ""):

@@ -15,6 +15,7 @@ import click
 
 from callflow_cli.campaign_rules import CampaignError
 from callflow_cli.errors import UserError, plural
+from chalicelib.calls.call_body import encodable
 from chalicelib.calls.campaigns import MAX_WEIGHT, Campaign, CampaignState, is_campaign_name
 
 # A pause or a do-not-call entry is in force once the command returns: the launcher re-reads campaign states
@@ -48,14 +49,6 @@ def _jobs() -> CampaignJobs:
     return resources.campaign_jobs()
 
 
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _from_aws(exc: BaseException) -> bool:
     """botocore's timeouts and connection errors subclass OSError (through requests): not a file's fault."""
     from botocore.exceptions import BotoCoreError
@@ -65,7 +58,7 @@ def _from_aws(exc: BaseException) -> bool:
 
 def _campaign_or_fail(name: str) -> Campaign:
     if not is_campaign_name(name):
-        shown = name if _utf8(name) else name.encode("utf-8", "replace").decode("utf-8")
+        shown = name if encodable(name) else name.encode("utf-8", "replace").decode("utf-8")
         raise UserError(f"campaign {shown!r} does not exist (names are [A-Za-z0-9-]{{1,64}})")
     campaign = _store().get(name)
     if campaign is None:
@@ -141,7 +134,7 @@ def campaigns_create(
     from chalicelib.calls.numbers import NumberError, normalize
 
     for option, value in (("name", name), ("--window", window), ("--tz", tz), ("--days", days)):
-        if value is not None and not _utf8(value):
+        if value is not None and not encodable(value):
             raise UserError(f"{option} is not valid text (it holds bytes that are not UTF-8)")
     try:
         campaign = Campaign(
@@ -338,7 +331,7 @@ def _number(text: str) -> str:
 def dnc_add(number: str, reason: str | None) -> None:
     """Add NUMBER: once this returns it is never dialled."""
     digits = _number(number)
-    if reason is not None and not _utf8(reason):
+    if reason is not None and not encodable(reason):
         raise UserError("--reason is not valid text (it holds bytes that are not UTF-8)")
     _store().dnc_add(digits, reason)
     _grace()  # a dial in flight has re-checked the list by now
@@ -414,7 +407,7 @@ def dnc_import(file: Path) -> None:
             try:
                 if problem is not None:
                     raise NumberError(problem)
-                if not _utf8(text) or (reason is not None and not _utf8(reason)):
+                if not encodable(text) or (reason is not None and not encodable(reason)):
                     raise NumberError("the line holds bytes that are not UTF-8")
                 yield normalize(text), reason
             except NumberError as exc:

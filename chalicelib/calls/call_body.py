@@ -290,7 +290,7 @@ def data_problems(job: Mapping[str, Any]) -> list[str]:
             problems.append(f"data name {_shown(name)} must be non-empty text")
         elif not isinstance(value, str):
             problems.append(f"data {_shown(name)} value must be text, not {type(value).__name__}")
-        elif not _encodable(name) or not _encodable(value):
+        elif not encodable(name) or not encodable(value):
             problems.append(f"data {_shown(name)} is not valid Unicode text (a lone surrogate)")
         else:
             continue
@@ -302,7 +302,8 @@ def data_problems(job: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _encodable(text: str) -> bool:
+def encodable(text: str) -> bool:
+    """False for text with lone surrogates (bytes that were not UTF-8), which DynamoDB cannot store."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
