@@ -9,6 +9,7 @@ dimension can take unbounded values however many templates or campaigns a strang
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from typing import Any
@@ -69,7 +70,7 @@ class Recorder:
         self._values: dict[str, float] = {}
         self._dimensioned: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._campaigns: set[str] = set()
-        self._skeletons: dict[tuple[str, ...], dict[str, Any]] = {}
+        self._templates: dict[tuple[str, ...], str] = {}
 
     def bounded(self, name: str, value: str) -> str:
         if name == "Campaign":
@@ -97,19 +98,28 @@ class Recorder:
         with self._lock:
             self._values[metric] = value
 
-    def _document(self, names: tuple[str, ...], metrics_class: Any) -> dict[str, Any]:
-        """The EMF document Powertools writes for this set of metric names, built by Powertools once per
-        set and then reused with this invocation's values: building `Metrics` and validating its schema
-        costs about 150 µs, several times a warm answer's own work."""
-        skeleton = self._skeletons.get(names)
-        if skeleton is None:
-            metrics = metrics_class(namespace=NAMESPACE, service=SERVICE)
+    def _template(self, names: tuple[str, ...]) -> str:
+        """The EMF line Powertools writes for this set of metric names, as a %-format of the timestamp and
+        the values. Powertools builds and validates it once per set; later invocations only fill it in:
+        building `Metrics` per invocation costs about 150 µs, several times a warm answer's own work."""
+        template = self._templates.get(names)
+        if template is None:
+            from aws_lambda_powertools.metrics import Metrics
+
+            metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
             for name in names:
                 metrics.add_metric(name=name, unit=UNITS.get(name, "Count"), value=0)
-            skeleton = metrics.serialize_metric_set()
+            document: dict[str, Any] = dict(metrics.serialize_metric_set())
             metrics.clear_metrics()
-            self._skeletons[names] = skeleton
-        return dict(skeleton)
+            document["_aws"] = {**document["_aws"], "Timestamp": "@@TS@@"}
+            for index, name in enumerate(names):
+                document[name] = f"@@V{index}@@"
+            template = json.dumps(document, separators=(",", ":")).replace("%", "%%")
+            template = template.replace('"@@TS@@"', "%d")
+            for index in range(len(names)):
+                template = template.replace(f'"@@V{index}@@"', "[%r]")
+            self._templates[names] = template
+        return template
 
     def flush(self) -> None:
         with self._lock:
@@ -117,15 +127,15 @@ class Recorder:
             self._plain, self._values, self._dimensioned = {}, {}, {}
         if not (plain or values or dimensioned):
             return
-        from aws_lambda_powertools.metrics import Metrics, single_metric
-
         if plain or values:
             numbers = {**plain, **values}
-            document = self._document(tuple(sorted(numbers)), Metrics)
-            document["_aws"] = {**document["_aws"], "Timestamp": int(time.time() * 1000)}
-            for name, number in numbers.items():
-                document[name] = [float(number)]
-            print(json.dumps(document, separators=(",", ":")))
+            names = tuple(sorted(numbers))
+            line = self._template(names) % (int(time.time() * 1000), *(float(numbers[n]) for n in names))
+            sys.stdout.write(line + "\n")
+        if not dimensioned:
+            return
+        from aws_lambda_powertools.metrics import single_metric
+
         for (name, dims), total in dimensioned.items():
             unit: Any = UNITS.get(name, "Count")
             with single_metric(name=name, unit=unit, value=total, namespace=NAMESPACE) as metric:
