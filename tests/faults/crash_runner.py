@@ -43,10 +43,16 @@ def main(moment: str) -> int:
     def before_result(params=None, **_):
         body = (params or {}).get("body") or b""
         text = body.decode() if isinstance(body, bytes) else str(body)
-        if '"#s = :dialing"' in text and ":pending AND due_at" not in text:
-            import json
+        import json
 
-            die(json.loads(text)["Key"]["call_id"]["S"])
+        try:
+            request = json.loads(text)
+        except ValueError:
+            return
+        # the result write after a dial (mark_placed/release) is conditioned on the job still `dialing`;
+        # the claim is conditioned on `pending`
+        if str(request.get("ConditionExpression", "")).startswith("#s = :dialing"):
+            die(request["Key"]["call_id"]["S"])
 
     if moment == "after-claim":
         events.register("after-call.dynamodb.UpdateItem", after_claim)
