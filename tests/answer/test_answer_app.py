@@ -10,6 +10,7 @@ import pytest
 
 from chalicelib import resources
 from tests.answer.answerlib import BASE, ROOT, S3Traffic, form, put, signed_headers
+from tests.support import SETTINGS
 
 ANSWER = BASE + "/answer"
 
@@ -40,27 +41,6 @@ def test_thousand_warm_answers_make_no_s3_request_then_revalidate(client, s3):
     put(s3, "Reminder.xml", "<Response><Speak>Version two for {{ headers.Name }}</Speak></Response>")
     assert b"Version two for Ann" in signed_post(client, "/answer", params).body
     assert store.compiles == compiles + 1
-
-
-SETTINGS = {
-    "TEMPLATE_BUCKET",
-    "TEMPLATE_PREFIX",
-    "TEMPLATE_CACHE_TTL",
-    "DEFAULT_TEMPLATE",
-    "CALLS_TABLE",
-    "PLIVO_AUTH_ID",
-    "PLIVO_AUTH_TOKEN",
-    "PLIVO_AUTH_TOKEN_PARAM",
-    "PLIVO_API_URL",
-    "PUBLIC_BASE_URL",
-    "VERIFY_SIGNATURES",
-    "PLIVO_CPS",
-    "MAX_ATTEMPTS",
-    "RETRY_DELAYS",
-    "CALL_WINDOW",
-    "DEFAULT_TZ",
-    "LOG_LEVEL",
-}
 
 
 def test_importing_app_creates_no_client_and_reads_no_env():

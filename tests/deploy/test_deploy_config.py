@@ -10,34 +10,11 @@ import pytest
 from moto import mock_aws
 
 from chalicelib.settings import Settings
+from tests.support import SETTINGS
 
 from .cfn import UnresolvedReference, resolve
 from .support import CONFIG, MERGE_TEMPLATE, ROOT, cfn_names, load, policy
 
-SPEC_SETTINGS = {
-    "TEMPLATE_BUCKET",
-    "TEMPLATE_PREFIX",
-    "TEMPLATE_CACHE_TTL",
-    "DEFAULT_TEMPLATE",
-    "CALLS_TABLE",
-    "PLIVO_AUTH_ID",
-    "PLIVO_AUTH_TOKEN",
-    "PLIVO_AUTH_TOKEN_PARAM",
-    "PLIVO_API_URL",
-    "PUBLIC_BASE_URL",
-    "VERIFY_SIGNATURES",
-    "PLIVO_CPS",
-    "MAX_ATTEMPTS",
-    "RETRY_DELAYS",
-    "CALL_WINDOW",
-    "DEFAULT_TZ",
-    "LOG_LEVEL",
-    "EVENT_BUS",
-}
-# SPEC: "v2 adds whatever settings campaigns, the do-not-call list and metrics need: each is documented in the
-# README's table". These are those (the README's settings table names them).
-README_V2_SETTINGS = {"CAMPAIGNS_TABLE"}
-SETTINGS = SPEC_SETTINGS | README_V2_SETTINGS
 # Exactly what the deployed code calls. The CLI's own calls run with the user's credentials: PutItem, Scan
 # and DeleteItem on the calls table and Query on its campaign-due_at-index (pause, resume, stop, reports);
 # Scan, DeleteItem, UpdateItem (campaign states) and BatchWriteItem (dnc import) on the campaigns table.
