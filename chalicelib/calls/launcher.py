@@ -44,18 +44,41 @@ RUN_BUDGET_SECONDS = 55.0  # stop starting calls before the next scheduled run s
 SAFETY_SECONDS = 2.0
 MAX_PASSES = 3
 SETTLE_EVERY_MINUTES = 5
+HANDOVER_SEND_WAIT = 4.0  # seconds a hand-over waits for requests already let through (connect timeout)
+
+
+class Grant:
+    """One start taken from a RateLimiter. Until `sent` stamps it, it counts as starting right now: a
+    worker can trail its grant by tens of milliseconds under CPU load, and a start counts from the moment
+    its request is on the wire (as Plivo sees it), not from the grant."""
+
+    __slots__ = ("_limiter", "sent_at")
+
+    def __init__(self, limiter: RateLimiter, sent_at: float | None = None) -> None:
+        self._limiter = limiter
+        self.sent_at = sent_at
+
+    def sent(self) -> None:
+        """Stamp the start now (once; later calls keep the first stamp)."""
+        with self._limiter._lock:
+            if self.sent_at is None:
+                self.sent_at = self._limiter._clock()
+
+    def cancel(self) -> None:
+        """The call did not start after all: give the start back."""
+        with self._limiter._lock:
+            if self.sent_at is None and self in self._limiter._starts:
+                self._limiter._starts.remove(self)
 
 
 class RateLimiter:
     """Never more than `capacity` starts within any `period` seconds, paced rather than in bursts.
 
     Callers queue in order; only the head of the queue watches the clock, so waiting workers cost
-    nothing. A start is logged at the moment it is granted. `period` carries a small margin so that
-    jitter between the grant and the packet reaching Plivo cannot squeeze CPS + 1 arrivals into one
-    second; `spacing` is a little shorter than the average gap, so the window stays the binding limit
-    and a late wake-up costs no throughput. The first `capacity` starts of a run usually open new
-    connections (TCP and TLS before the request reaches Plivo), so they count as `cold_start` late: the
-    next second's starts cannot overtake them.
+    nothing. A start counts from its Grant's `sent` stamp (and as "now" until then), so the window holds
+    between requests on the wire, however late a worker sends after its grant. `period` carries a small
+    margin for the jitter between the socket and Plivo's clock; `spacing` is a little shorter than the
+    average gap, so the window stays the binding limit and a late wake-up costs no throughput.
     """
 
     PACE = 0.9
@@ -64,8 +87,7 @@ class RateLimiter:
     def __init__(
         self,
         cps: float,
-        margin: float = 0.05,
-        cold_start: float = 0.1,
+        margin: float = 0.025,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -74,9 +96,7 @@ class RateLimiter:
         else:
             self.capacity, self.period = 1, 1.0 / cps + margin
         self.spacing = self.PACE * self.period / self.capacity
-        self.cold_start = cold_start
-        self._granted = 0
-        self._starts: deque[float] = deque(maxlen=2 * self.capacity)
+        self._starts: list[Grant] = []
         self._last = float("-inf")
         self._queue: deque[threading.Event] = deque()
         self._lock = threading.Lock()
@@ -87,14 +107,14 @@ class RateLimiter:
         """Count starts made elsewhere (another run, before a hand-over; `clock` times) as this limiter's."""
         with self._lock:
             for start in sorted(starts):
-                self._starts.append(start)
+                self._starts.append(Grant(self, start))
                 self._last = max(self._last, start)
-            self._granted = max(self._granted, self.capacity)
 
     def acquire(
         self, cancelled: threading.Event | None = None, prepare: Callable[[], object] | None = None
-    ) -> bool:
-        """Wait for a start and take it; False if `cancelled` was set while waiting.
+    ) -> Grant | None:
+        """Wait for a start and take it; None if `cancelled` was set while waiting. The caller stamps the
+        Grant when its request is sent, or cancels it if the call does not start.
 
         `prepare` (the dial-time check) runs at the head of the queue once the start is less than PREPARE_LEAD
         away, and again whenever a wait followed it: the start is granted right after `prepare` returns, so
@@ -108,7 +128,7 @@ class RateLimiter:
         try:
             while not turn.wait(0.25):
                 if cancelled is not None and cancelled.is_set():
-                    return False
+                    return None
             while True:
                 with self._lock:
                     wait = self._wait(self._clock())
@@ -118,13 +138,12 @@ class RateLimiter:
                     now = self._clock()
                     wait = self._wait(now)
                     if wait <= 0:
-                        cold = self._granted < self.capacity
-                        self._starts.append(now + self.cold_start if cold else now)
-                        self._granted += 1
+                        grant = Grant(self)
+                        self._starts.append(grant)
                         self._last = now
-                        return True
+                        return grant
                 if cancelled is not None and cancelled.is_set():
-                    return False
+                    return None
                 self._sleep(min(wait, 0.25))
         finally:
             with self._lock:
@@ -133,8 +152,10 @@ class RateLimiter:
                     self._queue[0].set()
 
     def _wait(self, now: float) -> float:
+        horizon = now - self.period
+        self._starts = [g for g in self._starts if g.sent_at is None or g.sent_at > horizon]
         wait = self._last + self.spacing - now
-        recent = sorted(start for start in self._starts if start > now - self.period)
+        recent = sorted(now if g.sent_at is None else g.sent_at for g in self._starts)
         if len(recent) >= self.capacity:
             wait = max(wait, recent[-self.capacity] + self.period - now)
         return wait
@@ -213,6 +234,8 @@ class Launcher:
         self._recent_starts: deque[float] = deque(maxlen=pacing_module.RECENT_STARTS)  # wall clock
         self._stop_starting_at = float("inf")  # the announced hand-over: no call starts after it
         self._released = False
+        self._sending = 0  # calls past the last check whose request is not on the wire yet
+        self._all_sent = threading.Condition(self._lock)
         # Time a claimed job may still need: a rate-limit wait, one full request, the result write.
         wait = self.workers / settings.plivo_cps
         request = plivo.max_request_seconds
@@ -429,22 +452,32 @@ class Launcher:
             def check() -> None:  # at the head of the rate limiter's queue, right before the grant
                 verdicts[:] = [self.gate.verdict(candidate)]
 
-            if (
-                self._stop.is_set()
-                or not self._start_allowed()
-                or not self.limiter.acquire(self._stop, check)
-            ):
+            grant = None
+            if not self._stop.is_set() and self._start_allowed():
+                grant = self.limiter.acquire(self._stop, check)
+            if grant is None:
                 self._finish(call_id, "skipped", JobStatus.PENDING)
                 return
             verdict = verdicts[0]  # at most gate.CHECK_MAX_AGE old when the call starts
             if verdict != gate.Verdict.DIAL:
+                grant.cancel()
                 self._held_back(call_id, job, verdict)
                 return
             if not self._may_start_now():
+                grant.cancel()
                 self._finish(call_id, "skipped", JobStatus.PENDING)
                 return
+
+            def on_sent() -> None:
+                grant.sent()
+                self._started_at(time.time())
+
             sent = time.monotonic()
-            result = self.plivo.create_call(prepared=prepared)
+            try:
+                result = self.plivo.create_call(prepared=prepared, on_sent=on_sent)
+            finally:
+                if grant.sent_at is None:  # no stamp from the transport (it failed early): count it now
+                    on_sent()
         finally:
             self.gate.done(call_id)
         with self._lock:
@@ -527,15 +560,22 @@ class Launcher:
         return True
 
     def _may_start_now(self) -> bool:
-        """The last check before a call starts: not past the hand-over; the start is recorded for it."""
+        """The last check before a call starts: not past the hand-over. A call it lets through is sending
+        until `_started_at`, and a hand-over waits for it."""
         with self._lock:
-            now = time.time()
-            allowed = now < self._stop_starting_at
+            allowed = time.time() < self._stop_starting_at
             if allowed:
-                self._recent_starts.append(now)
+                self._sending += 1
         if not allowed:
             self._halt("dialling handed over to the next run")
         return allowed
+
+    def _started_at(self, wall_time: float) -> None:
+        """A call's request is on the wire: the next lease holder counts this start against its window."""
+        with self._lock:
+            self._recent_starts.append(wall_time)
+            self._sending -= 1
+            self._all_sent.notify_all()
 
     def _release_lease(self) -> None:
         """Stop starting calls, then hand the lease over with the last start times (once)."""
@@ -547,6 +587,8 @@ class Launcher:
                 return
             self._released = True
             self._stop_starting_at = min(self._stop_starting_at, time.time())
+            # the starts the next holder counts include every call already let through
+            self._all_sent.wait_for(lambda: self._sending <= 0, timeout=HANDOVER_SEND_WAIT)
             starts = list(self._recent_starts)
         try:
             self.lease.release(starts)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ class PlivoClient:
                 return
             # max_retries=0: never resend a POST that may have placed a call.
             adapter = HTTPAdapter(pool_connections=2, pool_maxsize=size, max_retries=0)
+            adapter.poolmanager.pool_classes_by_scheme = _stamping_pools()
             self._session.mount("https://", adapter)
             self._session.mount("http://", adapter)
             self._pool_size = size
@@ -136,14 +138,19 @@ class PlivoClient:
         return self._session.prepare_request(requests.Request("POST", self.call_url, json=body))
 
     def create_call(
-        self, body: dict[str, Any] | None = None, prepared: PreparedRequest | None = None
+        self,
+        body: dict[str, Any] | None = None,
+        prepared: PreparedRequest | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> CallResult:
         """POST one call (a body, or a request from prepare_call) and classify the outcome; never raises
-        for network or HTTP errors."""
+        for network or HTTP errors. `on_sent` runs the moment the request has been written to the socket
+        (after any connect and TLS handshake), before the reply: when the call started as Plivo sees it."""
         import requests
 
         if prepared is None:
             prepared = self.prepare_call(body or {})
+        _sending.callback = on_sent
         try:
             response = self._session.send(
                 prepared,
@@ -162,6 +169,8 @@ class PlivoClient:
             return CallResult(Outcome.UNKNOWN, error=f"connection lost after sending: {_short(exc)}")
         except requests.exceptions.RequestException as exc:
             return CallResult(Outcome.UNKNOWN, error=f"request error: {_short(exc)}")
+        finally:
+            _sending.callback = None
         return classify(response.status_code, _json(response), response.text)
 
     # --- call control and records (v2) ---------------------------------------------------------------
@@ -258,6 +267,41 @@ def _json(response: Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+class _Sending(threading.local):
+    """The running request's `on_sent`, per thread: urllib3 sends on the caller's thread."""
+
+    callback: Callable[[], None] | None = None
+
+
+_sending = _Sending()
+
+
+@cache
+def _stamping_pools() -> dict[str, type]:
+    """urllib3 pools whose connections call `_sending.callback` once a request is on the wire: the
+    launcher paces by the moment a call starts, which can trail the rate-limit grant under CPU load."""
+    from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+
+    def stamping(base: type[Any]) -> type[Any]:
+        class Stamping(base):  # type: ignore[misc]
+            def request(self, *args: Any, **kwargs: Any) -> None:
+                super().request(*args, **kwargs)
+                callback, _sending.callback = _sending.callback, None
+                if callback is not None:
+                    callback()
+
+        return Stamping
+
+    class Http(HTTPConnectionPool):
+        ConnectionCls = stamping(HTTPConnection)
+
+    class Https(HTTPSConnectionPool):
+        ConnectionCls = stamping(HTTPSConnection)
+
+    return {"http": Http, "https": Https}
 
 
 def _never_connected(exc: BaseException) -> bool:

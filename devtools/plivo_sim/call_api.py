@@ -159,9 +159,8 @@ class CallApiHandler:
             and account == sim.auth_id
         )
 
-    def _make_call(self, account: str, raw: bytes) -> None:
+    def _make_call(self, account: str, raw: bytes, arrived: float) -> None:
         sim = self.sim
-        arrived = time.time()
         if sim.latency > 0:
             sim._stopping.wait(sim.latency)
         entry: dict[str, Any] = {

@@ -427,9 +427,15 @@ class Handler(CallApiHandler, BaseHTTPRequestHandler):
     sim: PlivoSimulator
     protocol_version = "HTTP/1.1"
     server_version = "PlivoSimulator/1.0"
+    arrived = 0.0
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def parse_request(self) -> bool:
+        # Plivo's clock for a call's start: the request line's arrival, before headers, body and auth.
+        self.arrived = time.time()
+        return super().parse_request()
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -519,7 +525,7 @@ class Handler(CallApiHandler, BaseHTTPRequestHandler):
             else:
                 self._send_json(200, {"lose_hangups": self.sim.lose_hangups})
         elif match := CALL_PATH_RE.match(path):
-            self._make_call(match.group("account"), raw)
+            self._make_call(match.group("account"), raw, self.arrived)
         elif match := CALL_ID_RE.match(path):
             self._transfer(match.group("account"), match.group("id"), raw)
         else:

@@ -280,17 +280,57 @@ def test_cancelled_between_query_and_claim_is_skipped(repo, sim):
 
 def test_rate_limiter_never_exceeds_capacity_in_any_window():
     starts = []
-    limiter = RateLimiter(5, margin=0.0, cold_start=0.0)
+    limiter = RateLimiter(5, margin=0.0)
     end = time.monotonic() + 1.6
     while time.monotonic() < end:
-        limiter.acquire()
+        grant = limiter.acquire()
+        assert grant is not None
+        grant.sent()
         starts.append(time.monotonic())
     assert max_starts_in_one_second(starts) <= 5
     assert len(starts) >= 10
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_start_counts_from_its_send_not_its_grant():
+    """A worker that sends 0.3 s after its grant: the window runs from the send, so the start one window
+    later waits for it; an unsent grant counts as starting "now" until it is stamped."""
+    clock = FakeClock()
+    limiter = RateLimiter(2, margin=0.0, clock=clock, sleep=clock.sleep)
+    first = limiter.acquire()
+    clock.now += 0.3
+    first.sent()  # on the wire at 100.3
+    second = limiter.acquire()
+    second.sent()
+    third = limiter.acquire()  # the window of two starts is full until the first send + 1 s
+    assert third is not None and clock.now == pytest.approx(101.3)
+    third.sent()
+    pending = limiter.acquire()  # never stamped: it keeps counting as now
+    clock.now += 5.0
+    limiter.acquire().sent()
+    assert limiter.acquire() is not None and clock.now == pytest.approx(107.75)  # a window after 106.75
+    pending.cancel()
+
+
+def test_a_cancelled_grant_gives_its_start_back():
+    clock = FakeClock()
+    limiter = RateLimiter(1, margin=0.0, clock=clock, sleep=clock.sleep)
+    limiter.acquire().cancel()
+    assert limiter.acquire() is not None and clock.now == pytest.approx(100.9)  # spacing only
+
+
 def test_fractional_cps_spaces_single_starts():
-    limiter = RateLimiter(0.5, margin=0.0, cold_start=0.0)
+    limiter = RateLimiter(0.5, margin=0.0)
     assert (limiter.capacity, limiter.period) == (1, 2.0)
 
 
@@ -308,3 +348,25 @@ def test_a_failed_page_read_ends_the_pass_with_a_summary(repo, sim):
     repo.query_status = failing
     summary = launcher_for(repo, sim.url).run()
     assert summary["placed"] == 2 and statuses(repo) == {"placed": 2, "pending": 3}
+
+
+def test_the_client_reports_the_moment_the_request_is_on_the_wire(sim):
+    """`on_sent` fires once, after the request reached the socket and before Plivo's reply; a connection
+    that was refused never sent, so it never fires."""
+    from chalicelib.calls.plivo_api import PlivoClient
+
+    sim.latency = 0.3
+    stamps: list[float] = []
+    client = PlivoClient(AUTH_ID, AUTH_TOKEN, sim.url)
+    body = {"from": "14155559999", "to": "14155550100", "answer_url": "https://example.com/a"}
+    began = time.time()
+    result = client.create_call(body, on_sent=lambda: stamps.append(time.time()))
+    done = time.time()
+    assert result.outcome == "placed" and len(stamps) == 1
+    arrived = sim.requests[0]["time"]
+    assert began <= stamps[0] <= arrived + 0.05 and done - stamps[0] >= 0.25
+    refused = PlivoClient(AUTH_ID, AUTH_TOKEN, "http://127.0.0.1:9")
+    assert refused.create_call(body, on_sent=lambda: stamps.append(0.0)).outcome == "retry"
+    assert len(stamps) == 1
+    client.create_call(body)  # no callback left behind from the earlier requests
+    assert len(stamps) == 1
