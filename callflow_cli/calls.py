@@ -527,10 +527,11 @@ def _when(epoch: Any) -> str:
 
 @group.command("list")
 @click.option("--status", type=click.Choice(STATUSES), help="only jobs in this status (oldest due first)")
+@click.option("--campaign", help="only the jobs of this campaign (oldest due first)")
 @click.option("--json", "as_json", is_flag=True, help="a JSON array of the job items as stored")
-def calls_list(status: str | None, as_json: bool) -> None:
+def calls_list(status: str | None, campaign: str | None, as_json: bool) -> None:
     """List call jobs."""
-    items = _repo().list(status=status)
+    items = _listed(status, campaign)
     if as_json:
         click.echo(json.dumps(list(items), indent=2, default=str))
         return
@@ -541,19 +542,36 @@ def calls_list(status: str | None, as_json: bool) -> None:
             (
                 str(item.get("call_id", "")),
                 str(item.get("status", "")),
-                _when(item.get("due_at")),
+                _when(item.get("paused_due_at", item.get("due_at"))),  # a paused campaign's real due time
                 str(item.get("to", "")),
                 str(item.get("attempts", 0)),
                 str(result)[:60],
             )
         )
     if len(rows) == 1:
-        click.echo("no calls" + (f" with status {status}" if status else ""))
+        where = [f"with status {status}"] if status else []
+        where += [f"in campaign {campaign}"] if campaign else []
+        click.echo(" ".join(["no calls", *where]))
         return
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         click.echo("  ".join([*cells, row[-1]]).rstrip())
+
+
+def _listed(status: str | None, campaign: str | None) -> Iterator[dict[str, Any]]:
+    """The jobs `calls list` shows, as stored: a campaign's through its index, else the whole table or
+    one status's index."""
+    if campaign is None:
+        return iter(_repo().list(status=status))
+    from chalicelib.calls.call_body import data_problems
+
+    problem = data_problems({"campaign": campaign})
+    if problem:
+        raise UserError(f"--campaign: {problem[0]}")
+    resources.settings().require("calls_table")
+    jobs = resources.campaign_jobs().jobs(campaign)
+    return (job for job in jobs if status is None or job.get("status") == status)
 
 
 @group.command("cancel")

@@ -601,3 +601,27 @@ def test_an_aws_timeout_during_the_report_is_not_called_a_file_problem(cli, tmp_
     result = cli("campaigns", "report", campaign, "--csv", str(tmp_path / "r.csv"))
     one_line_error(result, "cannot reach AWS")
     assert "cannot write" not in result.output
+
+
+def test_calls_list_by_campaign_shows_only_its_jobs(cli):
+    campaign = create(cli)
+    other = create(cli)
+    mine = [add(cli, campaign, "--at", f"2030-01-0{day}T10:00:00Z")[0] for day in (3, 1, 2)]
+    placed = put_job(cli, campaign, "placed", attempts=1)
+    theirs = add(cli, other)[0]
+    loose = put_job(cli, None, "pending")
+
+    listed_all = json.loads(cli("calls", "list", "--campaign", campaign, "--json").output)
+    assert [item["call_id"] for item in listed_all] == [placed, mine[1], mine[2], mine[0]]  # oldest due first
+    assert theirs not in str(listed_all) and loose not in str(listed_all)
+    pending = json.loads(cli("calls", "list", "--campaign", campaign, "--status", "pending", "--json").output)
+    assert [item["call_id"] for item in pending] == [mine[1], mine[2], mine[0]]
+
+    assert cli("campaigns", "pause", campaign).exit_code == 0
+    table = cli("calls", "list", "--campaign", campaign).output
+    assert "2030-01-01" in table and "3000-01-01" not in table  # a parked job shows when it is due
+    assert [i["due_at"] for i in json.loads(cli("calls", "list", "--campaign", campaign, "--json").output)][
+        -1
+    ] == PARKED_DUE_AT  # --json: the items as stored
+    assert cli("calls", "list", "--campaign", name()).output.strip().startswith("no calls in campaign")
+    one_line_error(cli("calls", "list", "--campaign", "no spaces"), "--campaign")
