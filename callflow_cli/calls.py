@@ -563,7 +563,7 @@ def _listed(status: str | None, campaign: str | None) -> Iterator[dict[str, Any]
     """The jobs `calls list` shows, as stored: a campaign's through its index, else the whole table or
     one status's index."""
     if campaign is None:
-        return iter(_repo().list(status=status))
+        return (dict(job) for job in _repo().list(status=status))
     from chalicelib.calls.call_body import data_problems
 
     problem = data_problems({"campaign": campaign})
