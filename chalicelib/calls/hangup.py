@@ -97,7 +97,10 @@ def record_hangup(
         if campaigns is not None and not looked_up and isinstance(name, str) and name:
             campaign, looked_up = campaigns(name), True
         changes, remove = transition(job, settings, params, now, campaign)
-        if repo.record_outcome(call_id, job["status"], _attempts(job), changes, remove):
+        # The outcome depends on what /machine wrote: a machine callback landing between the read and
+        # this write fails the condition, and the next try sees it.
+        as_read = {field: job.get(field) for field in MACHINE_FIELDS}
+        if repo.record_outcome(call_id, job["status"], _attempts(job), changes, remove, unchanged=as_read):
             log.info(
                 "hangup recorded",
                 status=changes["status"],

@@ -389,8 +389,10 @@ class JobRepository:
         expected_attempts: int,
         changes: Mapping[str, Any],
         remove: tuple[str, ...] = (),
+        unchanged: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Apply a hangup's changes only if the job is still as read (status and attempts)."""
+        """Apply a callback's changes only if the job is still as read: status and attempts, and each field
+        of `unchanged` still holding the value read (None: still absent), for changes computed from them."""
         names = {"#s": "status"}
         values: dict[str, Any] = {":expected": str(expected_status), ":attempts": expected_attempts}
         sets = []
@@ -405,6 +407,13 @@ class JobRepository:
             condition = "#s = :expected AND attempts = :attempts"
         else:
             condition = "#s = :expected AND (attribute_not_exists(attempts) OR attempts = :attempts)"
+        for index, (field, value) in enumerate((unchanged or {}).items()):
+            names[f"#u{index}"] = field
+            if value is None:
+                condition += f" AND attribute_not_exists(#u{index})"
+            else:
+                values[f":u{index}"] = _dynamo(value)
+                condition += f" AND #u{index} = :u{index}"
         try:
             self.table.update_item(
                 Key={"call_id": call_id},

@@ -244,6 +244,30 @@ def test_one_event_and_one_outcome_count_across_duplicate_hangups(repo, settings
     assert outcome["Outcome"] == "completed" and outcome[metrics.HANGUP_OUTCOMES] in (1.0, [1.0])
 
 
+def test_a_machine_callback_between_the_hangups_read_and_write_decides_the_outcome(repo, settings):
+    """/machine lands after the hangup read the job: the hangup's write must not keep the outcome it
+    computed without the machine (completed), but look again and record `machine` (retried)."""
+    from chalicelib.calls.machine import record_machine
+
+    add_placed(repo, machine_detection="hangup")
+    original, reads = repo.get, []
+
+    def get_then_machine(call_id):
+        job = original(call_id)
+        reads.append(job)
+        if len(reads) == 1:
+            record_machine(
+                repo, "a", hangup("in-progress", Machine="true", Event="MachineDetection"), NOW,
+                base_url=lambda: BASE, plivo=lambda: None,
+            )  # fmt: skip
+        return job
+
+    repo.get = get_then_machine
+    assert record_hangup(repo, settings, "a", hangup("completed"), NOW) == "pending"
+    job = original("a")
+    assert job["outcome"] == "machine" and job["status"] == "pending"
+
+
 def test_a_refused_event_waits_in_the_jobs_outbox(repo, settings):
     events = RefusingEvents()
     add_placed(repo)
