@@ -132,19 +132,20 @@ class RateLimiter:
             while True:
                 with self._lock:
                     wait = self._wait(self._clock())
-                if prepare is not None and wait <= self.PREPARE_LEAD:
+                prepared = prepare is None or wait <= self.PREPARE_LEAD
+                if prepare is not None and prepared:
                     prepare()
                 with self._lock:
                     now = self._clock()
                     wait = self._wait(now)
-                    if wait <= 0:
+                    if wait <= 0 and prepared:  # never a grant whose check did not run (a late wake-up)
                         grant = Grant(self)
                         self._starts.append(grant)
                         self._last = now
                         return grant
                 if cancelled is not None and cancelled.is_set():
                     return None
-                self._sleep(min(wait, 0.25))
+                self._sleep(max(0.0, min(wait, 0.25)))
         finally:
             with self._lock:
                 self._queue.remove(turn)

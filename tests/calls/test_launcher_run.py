@@ -322,6 +322,19 @@ def test_a_start_counts_from_its_send_not_its_grant():
     pending.cancel()
 
 
+def test_no_grant_without_its_dial_time_check_after_a_late_wake_up():
+    """The check runs once the start is near; a thread that wakes after the start was due (the clock
+    jumped past it between the two looks) still runs the check before it is granted."""
+    times = iter([100.0] * 4)  # the first grant and its stamp, a look from afar; then the clock is late
+    clock = FakeClock()
+    limiter = RateLimiter(1, margin=0.0, clock=lambda: next(times, clock.now), sleep=clock.sleep)
+    limiter.acquire().sent()
+    clock.now = 101.5
+    checks: list[float] = []
+    assert limiter.acquire(prepare=lambda: checks.append(clock.now)) is not None
+    assert checks == [101.5]
+
+
 def test_a_cancelled_grant_gives_its_start_back():
     clock = FakeClock()
     limiter = RateLimiter(1, margin=0.0, clock=clock, sleep=clock.sleep)
