@@ -7,7 +7,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,27 @@ def _grace() -> None:
     """Wait until every launcher pass in flight has re-checked states and the list (see gate.py)."""
     if GRACE_SECONDS > 0:
         time.sleep(GRACE_SECONDS)
+
+
+PARALLEL_WRITES = 16  # job writes in flight at once while pausing, resuming or stopping
+
+
+def _each_job(jobs: Iterable[Mapping[str, Any]], write: Callable[[str], bool]) -> int:
+    """Apply a conditional write to each job read, several in flight and a bounded number queued: one at a
+    time, a campaign of 10 000 pending jobs took a minute to pause on DynamoDB; this way a few seconds.
+    How many writes changed their job."""
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    changed = 0
+    with ThreadPoolExecutor(PARALLEL_WRITES, thread_name_prefix="steer") as pool:
+        queued: set[Future[bool]] = set()
+        for job in jobs:
+            queued.add(pool.submit(write, str(job["call_id"])))
+            if len(queued) >= 4 * PARALLEL_WRITES:
+                finished, queued = wait(queued, return_when=FIRST_COMPLETED)
+                changed += sum(f.result() for f in finished)
+        changed += sum(f.result() for f in queued)
+    return changed
 
 
 def _store() -> CampaignStore:
@@ -239,7 +260,7 @@ def campaigns_pause(name: str) -> None:
     """No call of NAME starts once this returns; its pending jobs wait, and cost the launcher no reads."""
     _steer(name, CampaignState.PAUSED, (CampaignState.ACTIVE, CampaignState.PAUSED))
     jobs = _jobs()
-    parked = sum(1 for job in jobs.pending(name) if jobs.park(job["call_id"]))
+    parked = _each_job(jobs.pending(name), jobs.park)
     _grace()  # a launcher pass in flight sees the new state before its next dial
     click.echo(f"paused campaign {name}; {plural(parked, 'pending job')} wait")
 
@@ -250,7 +271,7 @@ def campaigns_resume(name: str) -> None:
     """NAME's jobs are dialled again from the next launcher pass."""
     _steer(name, CampaignState.ACTIVE, (CampaignState.PAUSED, CampaignState.ACTIVE))
     jobs = _jobs()
-    released = sum(1 for job in jobs.pending(name, parked=True) if jobs.unpark(job["call_id"]))
+    released = _each_job(jobs.pending(name, parked=True), jobs.unpark)
     click.echo(f"resumed campaign {name}; {plural(released, 'job')} back in the queue")
 
 
@@ -261,7 +282,7 @@ def campaigns_stop(name: str) -> None:
     _steer(name, CampaignState.STOPPED, tuple(CampaignState))
     reason = f"campaign {name} was stopped"
     jobs = _jobs()
-    cancelled = sum(1 for job in jobs.pending(name, parked=None) if jobs.cancel(job["call_id"], reason))
+    cancelled = _each_job(jobs.pending(name, parked=None), lambda call_id: jobs.cancel(call_id, reason))
     _grace()
     click.echo(f"stopped campaign {name}; {plural(cancelled, 'pending job')} cancelled")
 

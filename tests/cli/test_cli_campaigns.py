@@ -625,3 +625,40 @@ def test_calls_list_by_campaign_shows_only_its_jobs(cli):
     ] == PARKED_DUE_AT  # --json: the items as stored
     assert cli("calls", "list", "--campaign", name()).output.strip().startswith("no calls in campaign")
     one_line_error(cli("calls", "list", "--campaign", "no spaces"), "--campaign")
+
+
+def test_pause_resume_and_stop_write_several_jobs_at_once(cli, monkeypatch):
+    """Each job's write is its own conditional update; they go out in parallel (bounded), so a big campaign
+    pauses in seconds, and every job is written exactly once."""
+    import threading
+
+    from chalicelib.calls.campaign_store import CampaignJobs
+
+    campaign = create(cli)
+    with cli.table().batch_writer() as batch:
+        for i in range(120):
+            due = Decimal(1_700_000_000 + i)
+            item = {"call_id": f"{campaign}-{i:03d}", "status": "pending", "due_at": due, "to": TO}
+            batch.put_item(Item={**item, "from": FROM, "campaign": campaign})
+    lock, now, peak, seen = threading.Lock(), [0], [0], []
+    original = CampaignJobs.park
+
+    def park(self, call_id):
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+            seen.append(call_id)
+        time.sleep(0.01)
+        try:
+            return original(self, call_id)
+        finally:
+            with lock:
+                now[0] -= 1
+
+    monkeypatch.setattr(CampaignJobs, "park", park)
+    result = cli("campaigns", "pause", campaign)
+    assert result.output.strip() == f"paused campaign {campaign}; 120 pending jobs wait"
+    assert 1 < peak[0] <= campaigns_cli.PARALLEL_WRITES and sorted(seen) == sorted(set(seen))
+    assert cli("campaigns", "resume", campaign).output.strip().endswith("120 jobs back in the queue")
+    assert cli("campaigns", "stop", campaign).output.strip().endswith("120 pending jobs cancelled")
+    assert {job(cli, f"{campaign}-{i:03d}")["status"] for i in range(120)} == {"cancelled"}
