@@ -67,6 +67,7 @@ def measure(moto: MotoServer, sim: launcher_throughput.SimProcess, env: dict, cp
             outs.append(out)
 
     threads = []
+    cpu_before = (harness.cpu_seconds(moto.pid), sim.cpu_seconds(), _machine_busy())
     started = time.monotonic()
     for i in range(runs):
         while time.monotonic() < started + i * period:
@@ -80,6 +81,7 @@ def measure(moto: MotoServer, sim: launcher_throughput.SimProcess, env: dict, cp
     while time.monotonic() < window_end:
         time.sleep(0.2)
     starts = sorted(r["time"] for r in sim.requests() if r.get("status") == 201)
+    cpu_after = (harness.cpu_seconds(moto.pid), sim.cpu_seconds(), _machine_busy())
     for thread in threads:
         thread.join(timeout + 60)
     dialling = [s for s in starts]
@@ -98,7 +100,27 @@ def measure(moto: MotoServer, sim: launcher_throughput.SimProcess, env: dict, cp
         "placed": placed,
         "dynamodb_per_call": dynamo / placed if placed else float("inf"),
         "summaries": [o["summary"] for o in outs],
+        # Where the machine's CPU went while measured: moto server (the local DynamoDB) is the first limit.
+        "moto_cpu_ms_per_start": _per_start(cpu_after[0] - cpu_before[0], starts),
+        "sim_cpu_ms_per_start": _per_start(cpu_after[1] - cpu_before[1], starts),
+        "machine_cpu_busy": _busy_fraction(cpu_before[2], cpu_after[2]),
     }
+
+
+def _per_start(seconds: float, starts: list[float]) -> float:
+    return round(seconds * 1000 / len(starts), 2) if starts else float("nan")
+
+
+def _machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores, from /proc/stat."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def _busy_fraction(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return round((after[0] - before[0]) / total, 3) if total else float("nan")
 
 
 def run(moto: MotoServer, names: list[str], quick: bool = False) -> tuple[list[Result], dict]:
@@ -118,6 +140,14 @@ def run(moto: MotoServer, names: list[str], quick: bool = False) -> tuple[list[R
                     f"{out['ratio']:.3f} ({out['starts']} starts in {out['span_s']:.1f} s)",
                     "≥ 0.97",
                     out["ratio"] >= 0.97,
+                ),
+                Result(
+                    "pacing",
+                    f"{tag}: CPU per start of moto server / the simulator; machine busy",
+                    f"{out['moto_cpu_ms_per_start']} / {out['sim_cpu_ms_per_start']} ms; "
+                    f"{out['machine_cpu_busy']:.0%}",
+                    "",
+                    None,
                 ),
                 Result(
                     "pacing",
