@@ -57,3 +57,16 @@ def max_in_one_second(times: list[float]) -> int:
 def dialled_twice(sim) -> dict[str, int]:
     counts = Counter(call_id for _, call_id in arrivals(sim))
     return {k: v for k, v in counts.items() if v > 1}
+
+
+class FakeClock:
+    """A clock and a sleep that advances it, for the limiter and the lease without waiting."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds

@@ -17,6 +17,7 @@ from chalicelib.calls.launcher import Launcher, RateLimiter
 from chalicelib.calls.plivo_api import PlivoClient
 from chalicelib.settings import Settings
 from tests.calls.launcherlib import AUTH_ID, AUTH_TOKEN, make_job
+from tests.calls.pacinglib import FakeClock
 
 
 def launcher_for(repo, url, cps=50.0, read_timeout=2.0, **kwargs):
@@ -291,21 +292,10 @@ def test_rate_limiter_never_exceeds_capacity_in_any_window():
     assert len(starts) >= 10
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_a_start_counts_from_its_send_not_its_grant():
     """A worker that sends 0.3 s after its grant: the window runs from the send, so the start one window
     later waits for it; an unsent grant counts as starting "now" until it is stamped."""
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(2, margin=0.0, clock=clock, sleep=clock.sleep)
     first = limiter.acquire()
     clock.now += 0.3
@@ -326,7 +316,7 @@ def test_no_grant_without_its_dial_time_check_after_a_late_wake_up():
     """The check runs once the start is near; a thread that wakes after the start was due (the clock
     jumped past it between the two looks) still runs the check before it is granted."""
     times = iter([100.0] * 4)  # the first grant and its stamp, a look from afar; then the clock is late
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(1, margin=0.0, clock=lambda: next(times, clock.now), sleep=clock.sleep)
     limiter.acquire().sent()
     clock.now = 101.5
@@ -336,7 +326,7 @@ def test_no_grant_without_its_dial_time_check_after_a_late_wake_up():
 
 
 def test_a_cancelled_grant_gives_its_start_back():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     limiter = RateLimiter(1, margin=0.0, clock=clock, sleep=clock.sleep)
     limiter.acquire().cancel()
     assert limiter.acquire() is not None and clock.now == pytest.approx(100.9)  # spacing only

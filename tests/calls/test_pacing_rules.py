@@ -10,6 +10,7 @@ from moto import mock_aws
 
 from chalicelib.calls import pacing
 from devtools import local_aws
+from tests.calls.pacinglib import FakeClock
 
 
 def test_shares_follow_the_weights():
@@ -28,17 +29,6 @@ def test_a_campaign_without_due_jobs_leaves_its_share_and_rejoins_without_a_back
     assert shares.pick([], weights) is None
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def table(monkeypatch):
     for key, value in {
@@ -54,7 +44,7 @@ def table(monkeypatch):
 
 
 def test_one_holder_at_a_time_and_expiry(table):
-    clock = Clock()
+    clock = FakeClock()
     a, b = pacing.Lease(table, clock, "a"), pacing.Lease(table, clock, "b")
     assert a.try_acquire() and not b.try_acquire()
     clock.now += pacing.LEASE_SECONDS + 1  # a died without renewing
@@ -63,7 +53,7 @@ def test_one_holder_at_a_time_and_expiry(table):
 
 
 def test_hand_over_keeps_a_second_between_holders(table):
-    clock = Clock()
+    clock = FakeClock()
     a, b = pacing.Lease(table, clock, "a"), pacing.Lease(table, clock, "b")
     assert a.try_acquire()
     a.announce_handover(clock.now + 20)
@@ -73,7 +63,7 @@ def test_hand_over_keeps_a_second_between_holders(table):
 
 
 def test_a_waiting_run_takes_over_at_the_announced_moment(table):
-    clock = Clock()
+    clock = FakeClock()
     a, b, c = (pacing.Lease(table, clock, name) for name in "abc")
     assert a.try_acquire()
     a.announce_handover(clock.now + 30)
