@@ -77,10 +77,14 @@ METHOD = """\
   against the same simulator; speed-up = achieved CPS / sequential calls per second. The counted requests
   include the dialling lease, the outbox drain and the stale-`dialing` sweep of the run.
 - **Conversations and metrics** (issues 11 and 14): one worker process, the requests of every series
-  interleaved (one of each per round, their order rotating each round), so load hits all sides alike.
+  interleaved (one of each per round, their order cycling through a 4×4 Williams square: each series runs
+  at each position, and right after each other series, equally often), so load hits all sides alike.
   `v1`: the production handler as in "Answer latency" with v1 templates (no `step`, no `call_id`; the
-  templates name no `job`/`url`/`result`), metrics flushed once per invocation (an EMF line on stdout, a pipe
-  here). `v1-style`: the same requests with `chalicelib.answer.conversation.Conversation` swapped, inside the
+  templates name no `job`/`url`/`result`), metrics flushed once per invocation: an EMF line on stdout,
+  flushed after every write as Lambda's Python runtime does (one write(2) a line), into a file
+  (`EMF_SINK=pipe`: into the bench's stdout pipe, whose reader, the bench's own process, then competes for
+  the worker's cores on every line). The metrics row also shows the ratio in each quarter of the run.
+  `v1-style`: the same requests with `chalicelib.answer.conversation.Conversation` swapped, inside the
   worker, for a stand-in that adds no names and records nothing (the handler before conversations).
   `metrics off`: the same requests with `chalicelib.metrics.flush` a no-op inside the worker. `floor`: a bare
   Chalice app whose one route does an HMAC-SHA256 over nonce + body, a Jinja2 `SandboxedEnvironment` render

@@ -221,6 +221,10 @@ def test_conversation_workers_at_toy_size(moto) -> None:
     )
     lat = harness.run_worker("conversation", {"mode": "latency", "names": names, "rounds": 10}, env)
     lat.pop("log_lines")
+    # metrics on: each v1 and v1-style answer wrote its EMF line (flushed, as Lambda's stdout is), to a file
+    sink = lat.pop("emf_sink")
+    assert sink["kind"] == "file" and sink["writes"] >= 2 * 10
+    assert len(lat.pop("metrics_ratio_by_block")) == conversation.BLOCKS
     assert {k: v["count"] for k, v in lat.items()} == {
         "v1": 10,
         "bypass": 10,
