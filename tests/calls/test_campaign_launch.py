@@ -122,7 +122,7 @@ def test_do_not_call_added_during_a_pass_is_never_dialled_after_the_add(repo, st
         with lock:
             added[call_id] = returned
 
-    launcher = launcher_for(repo, store, sim.url, cps=cps, run_budget=20)
+    launcher = launcher_for(repo, store, sim.url, cps=cps, run_budget=60)  # ends when every job is handled
     run = in_thread(launcher.run)
     wait_until(lambda: arrivals(sim))
     first = arrivals(sim)[0][0]
@@ -131,7 +131,7 @@ def test_do_not_call_added_during_a_pass_is_never_dialled_after_the_add(repo, st
     ]
     for thread in adders:
         thread.join(30)
-    run.join(30)
+    run.join(70)
     assert not run.is_alive() and len(added) == rounds
 
     seen = arrivals(sim)
@@ -222,7 +222,7 @@ def test_dynamodb_requests_per_placed_call_with_campaigns_and_do_not_call(repo, 
     }
     for client in clients.values():
         client.meta.events.register("before-send.dynamodb", count)
-    summary = launcher_for(repo, store, sim.url, cps=20, run_budget=20).run()
+    summary = launcher_for(repo, store, sim.url, cps=20, run_budget=60).run()  # ends when all are handled
     for client in clients.values():
         client.meta.events.unregister("before-send.dynamodb", count)
     placed = summary["placed"]
