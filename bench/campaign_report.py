@@ -9,10 +9,10 @@ same items, and its memory stays flat (the jobs are streamed, never held).
   exactly as a user runs it.
 - Both are whole processes, timed from start to exit (interpreter start-up and imports on both sides);
   peak RSS comes from os.wait4 for that one process.
-- CPU seconds of each process (user + system), since against moto the server's time dominates the wall.
+- CPU seconds of each process (user + system): the client's own share of the wall.
 - flat memory: the report's peak RSS over N jobs minus its peak over N/10 jobs (a second campaign).
 
-`run(n)` starts its own moto server (or uses the one given) and returns the numbers as a dict.
+`run(n)` starts its own bench/fast_moto.py server (or uses the one given) and returns the numbers as a dict.
 """
 
 from __future__ import annotations
