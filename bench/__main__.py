@@ -103,21 +103,27 @@ METHOD = """\
   `infra/resources.json`), 500 due jobs round-robin over 5 active campaigns, 20 numbers on the do-not-call
   list that none of the jobs dials, CPS 50, the simulator at 300 ms; DynamoDB requests (`before-send`,
   shown by purpose: jobs, gate = BatchGetItem of list and campaign states, campaigns = rules GetItem, lease,
-  events) / placed calls. Paused campaigns: 10 campaigns × 1 000 due jobs (the issue says 10 000 each;
-  seeding and pausing 100 000 items in moto server would take `make bench` minutes, so 1 000), due times
-  interleaved across campaigns; 5 paused as `callflow campaigns pause` does it (`CampaignStore.set_state`,
-  then `CampaignJobs.park` on each pending job, sent from 8 threads, without the CLI's grace wait); then one
-  launcher pass built as `callflow launch` builds it, with a 4 s run budget (its due-jobs read runs ahead
-  by up to 5 000 jobs before the first dial, so the whole due backlog is read). Every item in every
-  Query/Scan page of the product's DynamoDB client (`after-call`) is attributed to its `campaign`; goal:
-  none of a paused one (and every paused job still `pending`, parked).
-- **Campaign report** (issue 12): `bench/campaign_report.py`'s `run(n)` with n = 5 000 jobs in one
-  campaign plus 500 in a second. The issue says 100 000, but moto server walks the whole index for every
-  query page, so a paged read is quadratic there (20 000 jobs took minutes per side): 5 000 here. Wall time
-  of `python -m callflow_cli campaigns report NAME --csv F --html F` against a process that only pages
-  through the same items (`campaign-due_at-index`, the report's page size) and counts them; whole processes
-  both (start-up included); CPU seconds of each client process beside. Memory: the report's peak RSS
-  (`wait4`) over 5 000 jobs minus over 500.
+  events) / placed calls. Paused campaigns: 10 campaigns × 10 000 due jobs, due times interleaved across
+  campaigns, on a moto server of its own (`bench/fast_moto.py`: moto server with its GSI Query answered
+  from a sorted, bisected view of the index kept until the table's next write, replies of reads written
+  with `json.dumps`, an item's size summed once; tests/bench checks its pages equal moto's own), seeded
+  with BatchWriteItem from 3 processes. 5 paused as `callflow campaigns pause` does it
+  (`CampaignStore.set_state`, then `CampaignJobs.park` on each pending job the product finds unparked, 8
+  threads, no grace wait): the first 200 jobs of each paused campaign are parked by the product, the
+  other 9 800 are written in the parked form, which is compared each run with the product's parks; every
+  one of the 50 000 must then be parked (`CampaignJobs.pending(parked=True)`). Then one launcher pass
+  built as `callflow launch` builds it, with a 4 s run budget, CPS 50. Every item in every Query/Scan page
+  of the product's DynamoDB client (`after-call`) is attributed to its `campaign`, and ScannedCount −
+  Count summed (items a filter would have read and dropped); goal: no item of a paused campaign, none
+  filtered, every paused job still `pending`.
+- **Campaign report** (issue 12): `bench/campaign_report.py`'s `run(n)` with n = 100 000 jobs in one
+  campaign plus 10 000 in a second, on its own `bench/fast_moto.py` server (moto's own serializes a
+  500-item page in over a second and re-sorts the table for every page: a paged read of 100 000 jobs
+  takes hours there), seeded from 3 processes. Wall time of `python -m callflow_cli campaigns report NAME
+  --csv F --html F` against a process that only pages through the same items (`campaign-due_at-index`,
+  the report's page size) and counts them, same server, same run; whole processes both (start-up
+  included); CPU seconds of each client process beside. Memory: the report's peak RSS (`wait4`) over
+  100 000 jobs minus over 10 000.
 - **Pacing** (issue 13): `bench/pacing.py`, when present (written on another branch; see the hook in
   `bench/__main__.py`).
 """

@@ -329,6 +329,8 @@ class DynamoCounter:
         self.operations: dict[str, int] = {}
         self.purposes: dict[str, int] = {}
         self.page_items: list[dict] = []
+        self.returned = 0  # Count and ScannedCount summed over Query/Scan pages: the items a filter dropped
+        self.scanned = 0  # were read all the same (and billed), though no page shows them
 
     def _before_send(self, request, **kwargs) -> None:
         target = request.headers.get("X-Amz-Target", b"")
@@ -345,8 +347,11 @@ class DynamoCounter:
         self.purposes[purpose] = self.purposes.get(purpose, 0) + 1
 
     def _after_call(self, http_response, parsed, model, **kwargs) -> None:
-        if self.keep_items and model.name in ("Query", "Scan"):
-            self.page_items.extend(parsed.get("Items") or [])
+        if model.name in ("Query", "Scan"):
+            self.returned += int(parsed.get("Count") or 0)
+            self.scanned += int(parsed.get("ScannedCount") or 0)
+            if self.keep_items:
+                self.page_items.extend(parsed.get("Items") or [])
 
     def summary(self) -> dict:
         return {"requests": self.requests, "operations": self.operations, "purposes": self.purposes}

@@ -265,3 +265,124 @@ def test_campaign_report_rows(monkeypatch) -> None:
         rows, out = campaign_report.measure(server, [], quick=True)
     assert out["n"] == 30 and out["bare_read_s"] > 0 and out["report_s"] > 0
     assert [r.goal for r in rows] == ["≤ 1.5×", "", "≤ +5 MB (flat)"]
+
+
+def test_fast_moto_answers_as_moto_does() -> None:
+    """bench/fast_moto.py's query, reply and item paths give moto's own pages (in-process moto)."""
+    import random
+    from decimal import Decimal
+
+    from boto3.dynamodb.conditions import Attr, Key
+    from moto import mock_aws
+
+    from bench import fast_moto
+
+    fast_moto.install()
+    random.seed(7)
+    with mock_aws():
+        ddb = boto3.resource("dynamodb", region_name=local_aws.REGION)
+        args = local_aws.create_table_args(local_aws.cfn_resource("CallsTable"), "fast-moto-check")
+        table = ddb.create_table(**args)
+        with table.batch_writer() as batch:
+            for i in range(120):
+                item = campaign_report.job(i, random.choice("AB"), 1000)
+                item["due_at"] = Decimal(random.randint(0, 20))  # ties on the range key
+                if i % 9 == 0:
+                    del item["campaign"]
+                batch.put_item(Item=item)
+
+        def pages(**kwargs) -> list:
+            out = []
+            while True:
+                page = table.query(**kwargs)
+                out.append((page["Items"], page["Count"], page["ScannedCount"], page.get("LastEvaluatedKey")))
+                if "LastEvaluatedKey" not in page:
+                    return out
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+        cases = []
+        for index, key in (
+            ("campaign-due_at-index", Key("campaign").eq("A")),
+            ("status-due_at-index", Key("status").eq("pending")),
+        ):
+            for cond in (None, Key("due_at").lte(9), Key("due_at").gt(19), Key("due_at").between(3, 5)):
+                for forward in (True, False):
+                    for limit in (7, None):
+                        kwargs = {
+                            "IndexName": index,
+                            "KeyConditionExpression": key if cond is None else key & cond,
+                        }
+                        kwargs |= {"ScanIndexForward": forward, **({"Limit": limit} if limit else {})}
+                        cases.append(kwargs)
+        cases.append({**cases[0], "FilterExpression": Attr("status").eq("completed")})
+        try:
+            for kwargs in cases:
+                fast = pages(**kwargs)
+                for part in fast_moto.ENABLED:
+                    fast_moto.ENABLED[part] = False
+                assert pages(**kwargs) == fast, kwargs
+                for part in fast_moto.ENABLED:
+                    fast_moto.ENABLED[part] = True
+        finally:
+            for part in fast_moto.ENABLED:
+                fast_moto.ENABLED[part] = True
+
+
+def test_fast_moto_pages_of_one_due_time_are_moto_s() -> None:
+    """The campaigns bench's shape: thousands of one campaign's jobs sharing one due_at (parked), 500-item
+    pages, with and without the status filter, both directions: the pages (items, counts and
+    LastEvaluatedKey) are moto's own, and no item is on two pages."""
+    from decimal import Decimal
+
+    from boto3.dynamodb.conditions import Attr, Key
+    from moto import mock_aws
+
+    from bench import fast_moto
+    from chalicelib.calls.campaign_store import PARKED_DUE_AT
+
+    fast_moto.install()
+    with mock_aws():
+        ddb = boto3.resource("dynamodb", region_name=local_aws.REGION)
+        args = local_aws.create_table_args(local_aws.cfn_resource("CallsTable"), "fast-moto-ties")
+        table = ddb.create_table(**args)
+        with table.batch_writer() as batch:
+            for i in range(1600):
+                batch.put_item(
+                    Item={
+                        "call_id": f"P-{i:06d}",
+                        "campaign": "P" if i % 8 else "Q",
+                        "status": "pending" if i % 5 else "cancelled",
+                        "due_at": Decimal(PARKED_DUE_AT if i % 4 else 1000 + i % 2),
+                    }
+                )
+
+        def pages(**kwargs) -> list:
+            out = []
+            while True:
+                page = table.query(**kwargs)
+                out.append((page["Items"], page["Count"], page["ScannedCount"], page.get("LastEvaluatedKey")))
+                if "LastEvaluatedKey" not in page:
+                    return out
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+        campaign = Key("campaign").eq("P")
+        try:
+            for cond in (
+                campaign,
+                campaign & Key("due_at").gte(PARKED_DUE_AT),
+                campaign & Key("due_at").eq(1001),
+            ):
+                for status in (None, Attr("status").eq("pending")):
+                    for forward in (True, False):
+                        kwargs = {"IndexName": "campaign-due_at-index", "KeyConditionExpression": cond}
+                        kwargs |= {"Limit": 500, "ScanIndexForward": forward}
+                        if status is not None:
+                            kwargs["FilterExpression"] = status
+                        fast = pages(**kwargs)
+                        ids = [item["call_id"] for page in fast for item in page[0]]
+                        assert len(ids) == len(set(ids)), kwargs
+                        fast_moto.ENABLED["query"] = False
+                        assert pages(**kwargs) == fast, kwargs
+                        fast_moto.ENABLED["query"] = True
+        finally:
+            fast_moto.ENABLED["query"] = True

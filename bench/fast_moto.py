@@ -1,0 +1,438 @@
+"""moto server for the campaign benches, with three of its DynamoDB costs brought down to DynamoDB's own
+order: `python -m bench.fast_moto -H HOST -p PORT` (the arguments of `python -m moto.server`).
+
+moto 5 spends, per item of a Query/Scan/BatchGetItem reply, milliseconds in its generic shape-driven
+serializer (a 500-item page: about 1.3 s), and per Query page it sorts the whole table, then the matching
+items, then walks to the page's start key: a paged read of 100 000 jobs is quadratic there (hours), where
+DynamoDB's cost is per page. What this changes, in this process only (moto itself is not touched):
+
+- `serialize`: the replies of read operations whose result is DynamoDB JSON already (moto builds it) are
+  written with `json.dumps` instead of the generic serializer. `fast_body` returns None (the slow path)
+  for anything it is not sure of; tests/bench/test_bench_smoke.py checks both agree on realistic items.
+- `parse`: the JSON body of BatchWriteItem / PutItem is taken as it is (DynamoDB JSON is the wire form
+  already) unless it holds binary values.
+- `item`: a new Item sums its size once, not once per attribute (moto's check is quadratic in attributes).
+- `query`: a Query over a global secondary index reads from a per-index sorted list kept until the next
+  write to that table (any request that is not a read); the page is found by bisection, so a page costs
+  O(page + log n) between writes, as in DynamoDB. The list holds the same Item objects moto's own query
+  returns, in the same order (moto's sort key: index hash, table hash, index range, table range), so
+  results, LastEvaluatedKey and ScannedCount are moto's.
+
+The product's code, its requests and the benches' clients are unchanged; only the stand-in answers faster.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import json
+import sys
+import threading
+from decimal import InvalidOperation
+from typing import Any
+
+from devtools import local_aws
+from devtools.local_aws import MotoServer
+
+READS = frozenset({"Query", "Scan", "GetItem", "BatchGetItem"})
+FAST_PARSE = frozenset({"BatchWriteItem", "PutItem"})
+CONTENT_TYPE = "application/x-amz-json-1.0"
+SEED_PROCESSES = 3  # client processes seeding: boto3's request building is as costly as moto's put
+
+
+def fast_body(result: Any) -> str | None:
+    """The JSON body of a read's reply, or None when it holds anything but JSON-native values."""
+    try:
+        return json.dumps(result, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _has_binary(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(k in ("B", "BS") or _has_binary(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_binary(v) for v in value)
+    return False
+
+
+ENABLED = {
+    "serialize": True,
+    "parse": True,
+    "query": True,
+    "item": True,
+}  # tests switch a part off to compare with moto
+_installed = False
+_lock = threading.Lock()
+_versions: dict[str, int] = {}  # table name -> writes seen (a cached index is valid for one version)
+_cache: dict[tuple[str, str], tuple[int, list, list]] = {}  # (table, index) -> (version, items, keys)
+
+
+def _bump(table: str | None) -> None:
+    with _lock:
+        if table is None:
+            _versions.clear()
+            _cache.clear()
+        else:
+            _versions[table] = _versions.get(table, 0) + 1
+
+
+def install() -> None:
+    """Patch moto's DynamoDB handler and Table in this process (once)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    from moto.core import responses as core_responses
+    from moto.dynamodb import responses as ddb_responses
+    from moto.dynamodb.models import table as ddb_table
+
+    handler = ddb_responses.DynamoHandler
+    result_cls = ddb_responses.DynamoResult
+    slow_execute = result_cls.execute_result
+
+    def execute_result(self: Any, context: Any) -> Any:
+        if ENABLED["serialize"] and context.operation_model.name in READS:
+            body = fast_body(self.result)
+            if body is not None:
+                return 200, {"Content-Type": CONTENT_TYPE}, body
+        return slow_execute(self, context)
+
+    result_cls.execute_result = execute_result
+
+    slow_parse = core_responses.BaseResponse.parse_parameters
+
+    def parse_parameters(self: Any, request: Any) -> None:
+        if ENABLED["parse"] and self._get_action() in FAST_PARSE:
+            try:
+                params = json.loads(request.data or b"{}")
+            except ValueError:
+                params = None
+            if isinstance(params, dict) and not _has_binary(params):
+                self.params = params
+                return
+        slow_parse(self, request)
+
+    handler.parse_parameters = parse_parameters
+
+    slow_call = handler.call_action
+
+    def call_action(self: Any) -> Any:
+        action = self._get_action()
+        if action not in READS and action not in ("DescribeTable", "ListTables"):
+            body = getattr(self, "params", None) or {}
+            names = set()
+            if isinstance(body, dict):
+                if isinstance(body.get("TableName"), str):
+                    names.add(body["TableName"])
+                for key in ("RequestItems",):
+                    if isinstance(body.get(key), dict):
+                        names.update(body[key])
+                for entry in body.get("TransactItems") or []:
+                    for op in entry.values() if isinstance(entry, dict) else []:
+                        if isinstance(op, dict) and isinstance(op.get("TableName"), str):
+                            names.add(op["TableName"])
+            if names:
+                for name in names:
+                    _bump(name)
+            else:
+                _bump(None)
+            try:
+                return slow_call(self)
+            finally:  # the write happened while the request ran: a read in between must not keep it
+                for name in names:
+                    _bump(name)
+                if not names:
+                    _bump(None)
+        return slow_call(self)
+
+    handler.call_action = call_action
+
+    from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models import dynamo_type
+
+    item_cls = dynamo_type.Item
+    slow_item_init = item_cls.__init__
+
+    def item_init(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> None:
+        # moto's LimitedSizeDict re-sums the item's size on every attribute set (quadratic in attributes);
+        # a new item's attributes only add up, so one sum at the end raises exactly when moto's would.
+        if not ENABLED["item"]:
+            return slow_item_init(self, hash_key, range_key, attrs)
+        self.hash_key = hash_key
+        self.range_key = range_key
+        values = dynamo_type.LimitedSizeDict()
+        for key, value in attrs.items():
+            dict.__setitem__(values, key, dynamo_type.DynamoType(value))
+        size = sum(dynamo_type.bytesize(k) + v.size() for k, v in values.items())
+        if size > 405000:
+            raise ItemSizeTooLarge
+        self.attrs = values
+
+    item_cls.__init__ = item_init
+
+    table_cls = ddb_table.Table
+    slow_query = table_cls.query
+
+    def query(
+        self: Any,
+        hash_key: Any,
+        range_comparison: Any,
+        range_objs: Any,
+        limit: Any,
+        exclusive_start_key: Any,
+        scan_index_forward: Any,
+        projection_expressions: Any,
+        index_name: Any = None,
+        consistent_read: bool = False,
+        filter_expression: Any = None,
+        hash_key_conditions: Any = None,
+        range_key_conditions: Any = None,
+        **filter_kwargs: Any,
+    ) -> Any:
+        fast = (
+            ENABLED["query"]
+            and index_name is not None
+            and not filter_kwargs
+            and hash_key_conditions is not None
+            and len(hash_key_conditions) == 1
+            and (range_key_conditions is None or len(range_key_conditions) <= 1)
+        )
+        if fast:
+            index = next((i for i in self.global_indexes or [] if i.name == index_name), None)
+            fast = index is not None and _plain_schema(index)
+        if not fast:
+            return slow_query(
+                self,
+                hash_key,
+                range_comparison,
+                range_objs,
+                limit,
+                exclusive_start_key,
+                scan_index_forward,
+                projection_expressions,
+                index_name,
+                consistent_read,
+                filter_expression,
+                hash_key_conditions,
+                range_key_conditions,
+                **filter_kwargs,
+            )
+        return _fast_query(
+            self,
+            index,
+            slow_query,
+            hash_key,
+            range_comparison,
+            range_objs,
+            limit,
+            exclusive_start_key,
+            scan_index_forward,
+            projection_expressions,
+            consistent_read,
+            filter_expression,
+            hash_key_conditions,
+            range_key_conditions,
+        )
+
+    table_cls.query = query
+
+
+def _plain_schema(index: Any) -> bool:
+    hashes = [k for k in index.schema if k["KeyType"] == "HASH"]
+    ranges = [k for k in index.schema if k["KeyType"] == "RANGE"]
+    return len(hashes) == 1 and len(ranges) == 1
+
+
+def _fast_query(
+    table: Any,
+    index: Any,
+    slow_query: Any,
+    hash_key: Any,
+    range_comparison: Any,
+    range_objs: Any,
+    limit: Any,
+    exclusive_start_key: Any,
+    scan_index_forward: Any,
+    projection_expressions: Any,
+    consistent_read: bool,
+    filter_expression: Any,
+    hash_key_conditions: Any,
+    range_key_conditions: Any,
+) -> Any:
+    """moto's Table.query for one index-hash equality and at most one range condition, over a cached view
+    of the index sorted as moto sorts it; the start key and the range bounds found by bisection."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import RESULT_SIZE_LIMIT
+
+    def slow() -> Any:
+        return slow_query(
+            table,
+            hash_key,
+            range_comparison,
+            range_objs,
+            limit,
+            exclusive_start_key,
+            scan_index_forward,
+            projection_expressions,
+            index.name,
+            consistent_read,
+            filter_expression,
+            hash_key_conditions,
+            range_key_conditions,
+        )
+
+    hash_attr = next(k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH")
+    range_attr = next(k["AttributeName"] for k in index.schema if k["KeyType"] == "RANGE")
+    name, value = hash_key_conditions[0]
+    if consistent_read or table.range_key_attr is not None or name != hash_attr:
+        return slow()
+    if range_key_conditions and range_key_conditions[-1][0] != range_attr:
+        return slow()
+    if range_comparison not in (None, "=", "<", "<=", ">", ">=", "BETWEEN"):
+        return slow()
+    try:
+        keys, ranges, items = _groups(table, index, hash_attr, range_attr).get(_key(value), ([], [], []))
+        lo, hi = 0, len(items)
+        if range_comparison:
+            bounds = [obj.cast_value for obj in range_objs]
+            first = bounds[0]
+            if range_comparison == "=":
+                lo, hi = bisect.bisect_left(ranges, first), bisect.bisect_right(ranges, first)
+            elif range_comparison == "<":
+                hi = bisect.bisect_left(ranges, first)
+            elif range_comparison == "<=":
+                hi = bisect.bisect_right(ranges, first)
+            elif range_comparison == ">":
+                lo = bisect.bisect_right(ranges, first)
+            elif range_comparison == ">=":
+                lo = bisect.bisect_left(ranges, first)
+            else:
+                lo, hi = bisect.bisect_left(ranges, first), bisect.bisect_right(ranges, bounds[1])
+        start: tuple | None = None
+        if exclusive_start_key is not None:
+            start = (
+                DynamoType(exclusive_start_key[range_attr]).cast_value,
+                DynamoType(exclusive_start_key[table.hash_key_attr]).cast_value,
+            )
+    except (TypeError, KeyError, InvalidOperation):  # mixed types, an odd start key: moto decides
+        return slow()
+    if scan_index_forward is False:
+        end = len(items) if start is None else bisect.bisect_left(keys, start)
+        positions: range = range(min(end, hi) - 1, lo - 1, -1)
+        more_beyond = lo > 0  # moto walks the items outside the range too; any left means a key
+    else:
+        begin = 0 if start is None else bisect.bisect_right(keys, start)
+        positions = range(max(begin, lo), hi)
+        more_beyond = hi < len(items)
+    results: list = []
+    size = 0
+    last = None
+    for position in positions:
+        item = items[position]
+        item_size = item.size()
+        if len(results) == limit or size + item_size > RESULT_SIZE_LIMIT:
+            last = results[-1]
+            break
+        results.append(item)
+        size += item_size
+    else:
+        if results and len(results) == limit and more_beyond:
+            last = results[-1]
+    scanned = len(results)
+    last_key = table._get_last_evaluated_key(last, index.name) if last is not None else None
+    if projection_expressions or (index.projection or {}).get("ProjectionType") != "ALL":
+        results = copy.deepcopy(results)  # moto's copy; an ALL projection and no expression mutate nothing
+    results = [index.project(r) for r in results]
+    if filter_expression is not None:
+        results = [item for item in results if filter_expression.expr(item)]
+    if projection_expressions:
+        results = [r.project(projection_expressions) for r in results]
+    return results, scanned, last_key
+
+
+def _key(value: Any) -> Any:
+    return (value.type, json.dumps(value.value, sort_keys=True, default=str))
+
+
+def _groups(table: Any, index: Any, hash_attr: str, range_attr: str) -> dict:
+    """hash key -> (sort keys, range values, items) of one index, in moto's order: index range, table hash."""
+    with _lock:
+        version = _versions.get(table.name, 0)
+        cached = _cache.get((table.name, index.name))
+        if cached is not None and cached[0] == version:
+            return cached[1]
+    rows: dict[Any, list] = {}
+    for item in list(table.items.values()):
+        hash_value, range_value = item.attrs.get(hash_attr), item.attrs.get(range_attr)
+        if not hash_value or not range_value:
+            continue
+        rows.setdefault(_key(hash_value), []).append(
+            ((range_value.cast_value, item.hash_key.cast_value), item)
+        )
+    groups = {}
+    for key, pairs in rows.items():
+        pairs.sort(key=lambda pair: pair[0])
+        groups[key] = ([p[0] for p in pairs], [p[0][0] for p in pairs], [p[1] for p in pairs])
+    with _lock:
+        if _versions.get(table.name, 0) == version:
+            _cache[(table.name, index.name)] = (version, groups)
+    return groups
+
+
+class FastMotoServer(MotoServer):
+    """devtools' MotoServer, running this module instead of `python -m moto.server`."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.fast_moto", "-H", self.host, "-p", str(self.port)]
+
+
+def _write_part(args: tuple[str, str, str, Any, int, int, int]) -> int:
+    """One seeding process: items make(i[, spec]) for i in range(start, count, step), BatchWriteItem 25 a
+    request."""
+    endpoint, table, maker, spec, start, count, step = args
+    import importlib
+
+    import boto3
+
+    module, _, name = maker.partition(":")
+    make = getattr(importlib.import_module(module), name)
+    env = local_aws.aws_env(endpoint)
+    resource = boto3.resource(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    written = 0
+    with resource.Table(table).batch_writer() as batch:
+        for i in range(start, count, step):
+            batch.put_item(Item=make(i) if spec is None else make(i, spec))
+            written += 1
+    return written
+
+
+def bulk_write(
+    endpoint: str, table: str, maker: str, count: int, spec: Any = None, processes: int = SEED_PROCESSES
+) -> int:
+    """Write make(i) (or make(i, spec): spec is picklable) for i in range(count) from `processes` processes;
+    `maker` is "module:function", a module-level function. Returns the items written."""
+    if processes <= 1 or count < 1000:
+        return _write_part((endpoint, table, maker, spec, 0, count, 1))
+    import multiprocessing
+
+    parts = [(endpoint, table, maker, spec, k, count, processes) for k in range(processes)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        return sum(pool.map(_write_part, parts))
+
+
+def main(argv: list[str] | None = None) -> None:
+    install()
+    from moto.server import main as moto_main
+
+    moto_main(argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
