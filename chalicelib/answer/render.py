@@ -29,7 +29,9 @@ MAX_RENDER_SECONDS = 2.0  # a render's time budget: far below the API Lambda's 1
 _TEMPLATE_FILE = "<template>"
 
 # Characters XML 1.0 cannot carry at all; a caller-controlled value containing one would break the document.
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Spelled as the (small) set of forbidden code points, not the complement of the allowed ones: the same set,
+# but `re` compiles the negated class by walking its 63 000 BMP code points, about 5 ms of every cold start.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 class TemplateError(Exception):
