@@ -390,6 +390,16 @@ def environment() -> BudgetedSandbox:
     return _env
 
 
+def step_names(tree: nodes.Template) -> frozenset[str]:
+    """Which of STEP_NAMES the template reads without setting them itself. Jinja's `meta` answers it with a
+    whole code-generation pass, so it is asked only when the tree names one of them at all (a variable
+    is only ever read through a Name or a namespace's NSRef): most templates name none."""
+    named = {getattr(node, "name", None) for node in tree.find_all((nodes.Name, nodes.NSRef))}
+    if named.isdisjoint(STEP_NAMES):
+        return frozenset()
+    return frozenset(meta.find_undeclared_variables(tree) & STEP_NAMES)
+
+
 def compile_template(source: str) -> Template:
     """Compile once per template version; raises TemplateError with the line of a syntax error.
 
@@ -402,7 +412,7 @@ def compile_template(source: str) -> Template:
     try:
         env = environment()
         tree = env.parse(source)
-        names = frozenset(meta.find_undeclared_variables(tree) & STEP_NAMES)
+        names = step_names(tree)
         template = env.from_string(tree, template_class=AnswerTemplate)
         assert isinstance(template, AnswerTemplate)
         template.uses = names
