@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote_plus
 
 from chalice.app import Response
@@ -25,9 +24,9 @@ MAX_BODY_BYTES = 256 * 1024  # Plivo's parameters are a few hundred bytes; anyth
 MAX_FIELDS = 1000
 
 
-@dataclass(frozen=True)
-class Callback:
-    """A callback's parameters: as signed (query and body separately) and flattened for templates."""
+class Callback(NamedTuple):
+    """A callback's parameters: as signed (query and body separately) and flattened for templates.
+    (A NamedTuple, not a frozen dataclass: as immutable, and cheaper to build on every cold start.)"""
 
     query: Mapping[str, list[str]]
     body: Mapping[str, Any] | None  # None when the body could not be parsed

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from aws_lambda_powertools import Logger
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
 
 SERVICE = "callflow"
 
@@ -34,24 +36,52 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 class _Lazy:
     """The Logger is built on first use: Powertools reads its environment variables (LOG_LEVEL among them)
-    when it is built, and importing app.py reads none."""
+    when it is built, and importing app.py reads none. An invocation that logs nothing builds none, so a
+    cold start whose first answer is served without a line never imports Powertools (15-20 ms of it).
+
+    What would have been applied to it before then is kept and applied when it is built: the level
+    (`set_level`) and the running invocation's Lambda context (`lambda_entry`), through Powertools' own
+    `inject_lambda_context`, so its lines carry the same keys as if it had existed from the start."""
 
     _logger: Logger | None = None
+    _level: int | None = None
+    _invocation: tuple[Any, Any, bool] | None = None  # (event, Lambda context, cold start) while unbuilt
 
     def __getattr__(self, name: str) -> Any:
         logger = _Lazy._logger
         if logger is None:
-            logger = _Lazy._logger = Logger(
-                service=SERVICE, logger_handler=_StderrHandler(), level="INFO", use_rfc3339=True
-            )
+            logger = _build()
         return getattr(logger, name)
+
+
+def _build() -> Logger:
+    from aws_lambda_powertools import Logger
+
+    logger = Logger(service=SERVICE, logger_handler=_StderrHandler(), level="INFO", use_rfc3339=True)
+    if _Lazy._level is not None:
+        logger.setLevel(_Lazy._level)
+    if _Lazy._invocation is not None:
+        event, context, cold = _Lazy._invocation
+        # Powertools' decorator around nothing: the keys it sets at an invocation's start, set now.
+        logger.inject_lambda_context(_nothing, clear_state=True)(event, context)
+        logger.append_keys(cold_start=cold)  # Powertools' own flag counts decorated calls, not invocations
+    _Lazy._logger = logger
+    return logger
+
+
+def _nothing(event: Any, context: Any) -> None:
+    return None
 
 
 log: Logger = _Lazy()  # type: ignore[assignment]
 
 
 def set_level(level: str) -> None:
-    log.setLevel(getattr(logging, level.upper(), logging.INFO))
+    number = getattr(logging, level.upper(), logging.INFO)
+    if _Lazy._logger is None:
+        _Lazy._level = number
+    else:
+        log.setLevel(number)
 
 
 def cause(exc: BaseException) -> str:
@@ -59,15 +89,29 @@ def cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+# Powertools settings that act at every invocation's start (log the event, sample DEBUG): with either set,
+# the Logger is built when an invocation starts, as Powertools' decorator would have it.
+_EVERY_INVOCATION = ("POWERTOOLS_LOGGER_LOG_EVENT", "POWERTOOLS_LOGGER_SAMPLE_RATE")
+_cold = [True]  # no invocation with a Lambda context has started in this process yet
+
+
 def lambda_entry(handler: Handler) -> Handler:
     """Powertools' `inject_lambda_context` (request id, function, cold_start) when a real Lambda context
-    is there; tests and `chalice local`'s stand-ins without one run the handler as it is."""
+    is there; tests and `chalice local`'s stand-ins without one run the handler as it is. While no Logger
+    exists, the context is kept for the one a log line would build (see `_Lazy`)."""
     injected: list[Handler] = []
 
     @functools.wraps(handler)
     def entry(event: Any, context: Any = None) -> Any:
         if context is None or not hasattr(context, "aws_request_id") or not hasattr(context, "function_name"):
             return handler(event, context)
+        cold, _cold[0] = _cold[0], False
+        if _Lazy._logger is None and not any(os.environ.get(name) for name in _EVERY_INVOCATION):
+            _Lazy._invocation = (event, context, cold)
+            try:
+                return handler(event, context)
+            finally:
+                _Lazy._invocation = None
         if not injected:
             injected.append(log.inject_lambda_context(handler, clear_state=True))
         return injected[0](event, context)

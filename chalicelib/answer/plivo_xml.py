@@ -7,7 +7,6 @@ Attribute names are checked per element (case-sensitive) and the values of enume
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from xml.parsers.expat import ErrorString, ExpatError
 
@@ -70,15 +69,26 @@ def _one_of(*values: str) -> Callable[[str], bool]:
 
 
 def _int_in(low: int, high: int | None = None) -> Callable[[str], bool]:
-    """Decimal digits only (no sign, no spaces, no '1.0'), within [low, high]."""
+    """Decimal digits only (no sign, no spaces, no '1.0'), within [low, high].
+
+    The sets of spellings are built on a rule's first use, not at import: the table holds a dozen of them
+    (thousands of strings in all), and a cold start's first answer uses at most a few.
+    """
+    spellings = range(low, high + 1) if high is not None and high - low <= 2000 else range(low, 1001)
+    table: frozenset[str] | None = None
+
+    def known(value: str) -> bool:
+        nonlocal table
+        if table is None:
+            table = frozenset(str(number) for number in spellings)
+        return value in table
+
     if high is not None and high - low <= 2000:
         # Small ranges: one set look-up, no int() (the forms Plivo's own examples use, without leading 0s).
-        return frozenset(str(number) for number in range(low, high + 1)).__contains__
-
-    common = frozenset(str(number) for number in range(low, 1001))  # the usual values: one set look-up
+        return known
 
     def check(value: str) -> bool:
-        if value in common:
+        if known(value):  # the usual values: one set look-up
             return True
         # 9 digits bound the int() call (and keep far away from Python's 4300-digit conversion limit).
         if not (0 < len(value) <= 9 and value.isdigit() and value.isascii()):
@@ -442,6 +452,8 @@ def _unknown(tag: str, name: str) -> str:
         return f"<{tag}> takes no attributes (found {name!r})".replace("'", '"')
     hint = _LOWER_NAMES[tag].get(name.lower())
     if hint is None:
+        import difflib  # only for an error's hint: not on every cold start's import path
+
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
         hint = close[0] if close else None
     suggestion = f' (did you mean "{hint}"?)' if hint else ""

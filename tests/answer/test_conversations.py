@@ -520,3 +520,30 @@ def totals(out: str) -> list[dict]:
     """The EMF documents without a breakdown dimension (the per-Reason/Campaign ones are separate)."""
     docs = [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
     return [d for d in docs if d["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]]
+
+
+def test_the_names_a_template_uses_are_what_jinja_finds_undeclared():
+    """`render.step_names` skips Jinja's `meta` pass when no Name or NSRef names a conversation name: the
+    same answer as asking `meta` every time, for the repository's templates and for the tricky spellings."""
+    from jinja2 import meta
+
+    sources = [
+        *TEMPLATES.values(),
+        *(p.read_text() for p in sorted((support.ROOT / "templates").glob("*.xml"))),
+    ]
+    sources += [
+        "{% set job = 1 %}{{ job }}",
+        "{% set ns = namespace(a=1) %}{% set ns.a = 2 %}{{ ns.a }}",
+        "{% set job.x = 1 %}",  # an NSRef reads `job`
+        "{% for step in [1] %}{{ step }}{% endfor %}{{ step }}",
+        "{% with url = 1 %}{{ url }}{% endwith %}{{ url('A') }}",
+        "{% macro result() %}x{% endmacro %}{{ result() }}",
+        "{{ headers.job }}{{ call['step'] }}{{ 'optout' }}",
+        "{% if optout is defined %}{{ optout() }}{% endif %}",
+        "{% call job() %}x{% endcall %}",
+    ]
+    env = render.environment()
+    for source in sources:
+        tree = env.parse(source)
+        expected = frozenset(meta.find_undeclared_variables(tree) & render.STEP_NAMES)
+        assert render.step_names(tree) == expected, source

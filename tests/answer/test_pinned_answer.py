@@ -201,6 +201,19 @@ def test_none_renders_empty_and_numbers_as_text():
     assert render._finalize("a\x00b") == "ab"
 
 
+def test_exactly_the_characters_xml_1_0_cannot_carry_are_removed():
+    """Every code point: kept if and only if XML 1.0's Char production allows it (the pattern is spelled
+    as the forbidden set, for its compile time, so a wrong bound there must fail here)."""
+
+    def allowed(code: int) -> bool:
+        return (
+            code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD or code >= 0x10000
+        )
+
+    every = "".join(map(chr, range(0x110000)))
+    assert render._finalize(every) == "".join(c for c in every if allowed(ord(c)))
+
+
 def test_block_whitespace_is_trimmed_and_the_trailing_newline_kept():
     source = "<Response>\n  {% if true %}\n  <Hangup/>\n  {% endif %}\n</Response>\n"
     assert rendered(source) == "<Response>\n  <Hangup/>\n</Response>\n"
