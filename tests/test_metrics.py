@@ -63,7 +63,7 @@ def _powertools_template(names: tuple[str, ...]) -> str:
     template = json.dumps(document, separators=(",", ":")).replace("%", "%%").replace('"@@TS@@"', "%d")
     for index in range(len(names)):
         template = template.replace(f'"@@V{index}@@"', "[%r]")
-    return template
+    return template + "\n"  # one write per document
 
 
 def test_the_emf_lines_are_the_ones_powertools_writes():
