@@ -243,7 +243,8 @@ class EventSink:
         for item in self._repo.outbox_jobs(limit):
             stored = item.get("outbox") or {}
             events = [outcome_events.Event.from_stored(k, v) for k, v in sorted(stored.items())]
-            if not events:
+            if not events:  # emptied by an earlier drain whose last step did not land
+                self._repo.clear_events(item["call_id"], [], all_sent=True)
                 continue
             refused = {e.id for e in self.publisher.publish(events)}
             sent = [e.id for e in events if e.id not in refused]

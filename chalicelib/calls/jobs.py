@@ -466,15 +466,22 @@ class JobRepository:
             yield item
 
     def clear_events(self, call_id: str, event_ids: Sequence[str], all_sent: bool) -> None:
-        names = {f"#e{i}": event_id for i, event_id in enumerate(event_ids)}
-        removes = [f"outbox.#e{i}" for i in range(len(event_ids))]
+        """Remove the sent events; with `all_sent`, take the job off the outbox index as well, but only if
+        no event was kept meanwhile (a hangup's refused event landing while the outbox was being sent)."""
+        if event_ids:
+            names = {f"#e{i}": event_id for i, event_id in enumerate(event_ids)}
+            self.table.update_item(
+                Key={"call_id": call_id},
+                UpdateExpression="REMOVE " + ", ".join(f"outbox.#e{i}" for i in range(len(event_ids))),
+                ExpressionAttributeNames=names,
+            )
         if all_sent:
-            removes += ["outbox_shard", "outbox_at"]
-        self.table.update_item(
-            Key={"call_id": call_id},
-            UpdateExpression="REMOVE " + ", ".join(removes),
-            ExpressionAttributeNames=names,
-        )
+            self._conditional_update(
+                call_id,
+                "REMOVE outbox_shard, outbox_at",
+                "attribute_not_exists(outbox) OR size(outbox) = :none",
+                {":none": 0},
+            )
 
     def _conditional_update(
         self, call_id: str, expression: str, condition: str, values: dict[str, Any]

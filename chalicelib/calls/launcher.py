@@ -52,17 +52,18 @@ class Grant:
     worker can trail its grant by tens of milliseconds under CPU load, and a start counts from the moment
     its request is on the wire (as Plivo sees it), not from the grant."""
 
-    __slots__ = ("_limiter", "sent_at")
+    __slots__ = ("_late", "_limiter", "sent_at")
 
-    def __init__(self, limiter: RateLimiter, sent_at: float | None = None) -> None:
+    def __init__(self, limiter: RateLimiter, sent_at: float | None = None, late: float = 0.0) -> None:
         self._limiter = limiter
         self.sent_at = sent_at
+        self._late = late
 
     def sent(self) -> None:
         """Stamp the start now (once; later calls keep the first stamp)."""
         with self._limiter._lock:
             if self.sent_at is None:
-                self.sent_at = self._limiter._clock()
+                self.sent_at = self._limiter._clock() + self._late
 
     def cancel(self) -> None:
         """The call did not start after all: give the start back."""
@@ -78,7 +79,10 @@ class RateLimiter:
     nothing. A start counts from its Grant's `sent` stamp (and as "now" until then), so the window holds
     between requests on the wire, however late a worker sends after its grant. `period` carries a small
     margin for the jitter between the socket and Plivo's clock; `spacing` is a little shorter than the
-    average gap, so the window stays the binding limit and a late wake-up costs no throughput.
+    average gap, so the window stays the binding limit and a late wake-up costs no throughput. The first
+    `capacity` starts of a run go out on new connections, which the server reads later than a kept-alive
+    one's, so they count as `cold_start` later: the next second's starts on warm connections cannot
+    overtake them.
     """
 
     PACE = 0.9
@@ -88,6 +92,7 @@ class RateLimiter:
         self,
         cps: float,
         margin: float = 0.025,
+        cold_start: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -96,6 +101,8 @@ class RateLimiter:
         else:
             self.capacity, self.period = 1, 1.0 / cps + margin
         self.spacing = self.PACE * self.period / self.capacity
+        self.cold_start = cold_start
+        self._granted = 0
         self._starts: list[Grant] = []
         self._last = float("-inf")
         self._queue: deque[threading.Event] = deque()
@@ -109,6 +116,7 @@ class RateLimiter:
             for start in sorted(starts):
                 self._starts.append(Grant(self, start))
                 self._last = max(self._last, start)
+            self._granted = max(self._granted, self.capacity)
 
     def acquire(
         self, cancelled: threading.Event | None = None, prepare: Callable[[], object] | None = None
@@ -139,7 +147,9 @@ class RateLimiter:
                     now = self._clock()
                     wait = self._wait(now)
                     if wait <= 0 and prepared:  # never a grant whose check did not run (a late wake-up)
-                        grant = Grant(self)
+                        cold = self._granted < self.capacity
+                        grant = Grant(self, late=self.cold_start if cold else 0.0)
+                        self._granted += 1
                         self._starts.append(grant)
                         self._last = now
                         return grant
@@ -269,11 +279,17 @@ class Launcher:
             self.stop_reason = "configuration error"
             log.error("launcher configuration error; no job touched", cause="; ".join(problems))
             return {key: 0 for key in SUMMARY_KEYS}
-        if self.lease is not None and not self._take_lease(started):
-            return {key: 0 for key in SUMMARY_KEYS}
+        # The sweeps start no call, and their writes are conditional: a run does them before it waits for
+        # the lease, so they never delay a hand-over (a run that finds another waiting still sweeps).
         self._expire_stale(started)
         self._settle_stuck(started)
-        self._drain_events()
+        if self.lease is not None and not self._take_lease(started):
+            summary = {key: self.counts[key] for key in SUMMARY_KEYS}
+            self._emit_metrics(summary)  # a swept `unknown` is alarmed whoever dials
+            return summary
+        # The outbox goes out beside the first calls, not before them; only the holder drains it.
+        drain = threading.Thread(target=self._drain_events, name="outbox", daemon=True)
+        drain.start()
         self.plivo.ensure_pool(self.workers)
         slots = threading.Semaphore(self.workers)
         try:
@@ -289,6 +305,7 @@ class Launcher:
                     for _ in range(self.workers):
                         slots.release()
         finally:
+            drain.join()
             self.events.flush()
             self._release_lease()
             summary = {key: self.counts[key] for key in SUMMARY_KEYS}

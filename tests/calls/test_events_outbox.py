@@ -104,3 +104,32 @@ def test_a_partly_failed_batch_keeps_only_the_refused_entry(repo, sim, queue):
     assert len(first) == 3 and len(kept) == 1
     launcher_for(repo, sim.url, publisher=Publisher(real, "default")).run()
     assert [e["detail"]["call_id"] for e in delivered(sqs, url)] == [kept[0]["call_id"]]
+
+
+def test_an_event_kept_while_the_outbox_is_sent_stays_findable(repo, sim, queue):
+    """A hangup's refused event lands in the job's outbox while the next run is sending that outbox: the
+    drain removes only what it sent, and the job stays on the outbox index with the new event."""
+    sqs, url = queue
+    real = boto3.client("events", region_name="us-east-1")
+    repo.add(make_job("x0", to="14155550500"))
+    launcher_for(repo, sim.url, publisher=Publisher(Refusing(real), "default")).run()
+    assert [j["call_id"] for j in repo.outbox_jobs()] == ["x0"]
+    late = events.for_status({**repo.get("x0"), "status": "completed", "outcome": "completed"})
+    assert late is not None
+    sending = Publisher(real, "default")
+    original = sending.publish
+
+    def publish_while_a_hangup_defers(batch):
+        refused = original(batch)
+        if any(e.detail["call_id"] == "x0" for e in batch) and late.id not in repo.get("x0")["outbox"]:
+            repo.defer_event("x0", late)  # EventBridge refused the hangup's event meanwhile
+        return refused
+
+    sending.publish = publish_while_a_hangup_defers
+    launcher_for(repo, sim.url, publisher=sending).run()
+    assert [e["detail-type"] for e in delivered(sqs, url)] == [events.PLACED]
+    assert [j["call_id"] for j in repo.outbox_jobs()] == ["x0"]  # still found by the next run
+    assert list(repo.get("x0")["outbox"]) == [late.id]
+    launcher_for(repo, sim.url, publisher=Publisher(real, "default")).run()
+    assert [e["detail-type"] for e in delivered(sqs, url)] == [events.COMPLETED]
+    assert list(repo.outbox_jobs()) == []

@@ -291,7 +291,7 @@ def test_cancelled_between_query_and_claim_is_skipped(repo, sim):
 
 def test_rate_limiter_never_exceeds_capacity_in_any_window():
     starts = []
-    limiter = RateLimiter(5, margin=0.0)
+    limiter = RateLimiter(5, margin=0.0, cold_start=0.0)
     end = time.monotonic() + 1.6
     while time.monotonic() < end:
         grant = limiter.acquire()
@@ -306,7 +306,7 @@ def test_a_start_counts_from_its_send_not_its_grant():
     """A worker that sends 0.3 s after its grant: the window runs from the send, so the start one window
     later waits for it; an unsent grant counts as starting "now" until it is stamped."""
     clock = FakeClock(100.0)
-    limiter = RateLimiter(2, margin=0.0, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(2, margin=0.0, cold_start=0.0, clock=clock, sleep=clock.sleep)
     first = limiter.acquire()
     clock.now += 0.3
     first.sent()  # on the wire at 100.3
@@ -327,7 +327,9 @@ def test_no_grant_without_its_dial_time_check_after_a_late_wake_up():
     jumped past it between the two looks) still runs the check before it is granted."""
     times = iter([100.0] * 4)  # the first grant and its stamp, a look from afar; then the clock is late
     clock = FakeClock(100.0)
-    limiter = RateLimiter(1, margin=0.0, clock=lambda: next(times, clock.now), sleep=clock.sleep)
+    limiter = RateLimiter(
+        1, margin=0.0, cold_start=0.0, clock=lambda: next(times, clock.now), sleep=clock.sleep
+    )
     limiter.acquire().sent()
     clock.now = 101.5
     checks: list[float] = []
@@ -335,15 +337,33 @@ def test_no_grant_without_its_dial_time_check_after_a_late_wake_up():
     assert checks == [101.5]
 
 
+def test_a_runs_first_starts_count_late_for_their_new_connections():
+    """The first `capacity` starts go out on new connections, which the server reads later: they count as
+    `cold_start` later, so the first start of the next window waits that much longer; a hand-over's seeded
+    starts come from warm connections and do not."""
+    clock = FakeClock(100.0)
+    limiter = RateLimiter(2, margin=0.0, cold_start=0.1, clock=clock, sleep=clock.sleep)
+    for _ in range(2):
+        limiter.acquire().sent()  # at 100.0 and 100.45, counted at 100.1 and 100.55
+    assert limiter.acquire() is not None and clock.now == pytest.approx(101.1)
+    handed = RateLimiter(2, margin=0.0, cold_start=0.1, clock=clock, sleep=clock.sleep)
+    handed.seed([clock.now - 0.5])
+    handed.acquire().sent()
+    second = handed.acquire()
+    assert second is not None and clock.now == pytest.approx(101.6)  # the seeded start + 1 s
+    second.sent()
+    assert handed.acquire() is not None and clock.now == pytest.approx(102.1)  # warm: 101.1 + 1 s
+
+
 def test_a_cancelled_grant_gives_its_start_back():
     clock = FakeClock(100.0)
-    limiter = RateLimiter(1, margin=0.0, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(1, margin=0.0, cold_start=0.0, clock=clock, sleep=clock.sleep)
     limiter.acquire().cancel()
     assert limiter.acquire() is not None and clock.now == pytest.approx(100.9)  # spacing only
 
 
 def test_fractional_cps_spaces_single_starts():
-    limiter = RateLimiter(0.5, margin=0.0)
+    limiter = RateLimiter(0.5, margin=0.0, cold_start=0.0)
     assert (limiter.capacity, limiter.period) == (1, 2.0)
 
 
