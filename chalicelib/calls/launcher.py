@@ -279,17 +279,11 @@ class Launcher:
             self.stop_reason = "configuration error"
             log.error("launcher configuration error; no job touched", cause="; ".join(problems))
             return {key: 0 for key in SUMMARY_KEYS}
-        # The sweeps start no call, and their writes are conditional: a run does them before it waits for
-        # the lease, so they never delay a hand-over (a run that finds another waiting still sweeps).
+        if self.lease is not None and not self._take_lease(started):
+            return {key: 0 for key in SUMMARY_KEYS}
         self._expire_stale(started)
         self._settle_stuck(started)
-        if self.lease is not None and not self._take_lease(started):
-            summary = {key: self.counts[key] for key in SUMMARY_KEYS}
-            self._emit_metrics(summary)  # a swept `unknown` is alarmed whoever dials
-            return summary
-        # The outbox goes out beside the first calls, not before them; only the holder drains it.
-        drain = threading.Thread(target=self._drain_events, name="outbox", daemon=True)
-        drain.start()
+        self._drain_events()  # only the holder drains the outbox: two drains could send an event twice
         self.plivo.ensure_pool(self.workers)
         slots = threading.Semaphore(self.workers)
         try:
@@ -305,7 +299,6 @@ class Launcher:
                     for _ in range(self.workers):
                         slots.release()
         finally:
-            drain.join()
             self.events.flush()
             self._release_lease()
             summary = {key: self.counts[key] for key in SUMMARY_KEYS}
