@@ -267,6 +267,17 @@ def test_campaign_report_rows(monkeypatch) -> None:
     assert [r.goal for r in rows] == ["≤ 1.5×", "", "≤ +5 MB (flat)"]
 
 
+def query_pages(table, kwargs: dict) -> list:
+    """Every page of a Query (items, Count, ScannedCount, LastEvaluatedKey), following the start keys."""
+    out = []
+    while True:
+        page = table.query(**kwargs)
+        out.append((page["Items"], page["Count"], page["ScannedCount"], page.get("LastEvaluatedKey")))
+        if "LastEvaluatedKey" not in page:
+            return out
+        kwargs = {**kwargs, "ExclusiveStartKey": page["LastEvaluatedKey"]}
+
+
 def test_fast_moto_answers_as_moto_does() -> None:
     """bench/fast_moto.py's query, reply and item paths give moto's own pages (in-process moto)."""
     import random
@@ -292,13 +303,7 @@ def test_fast_moto_answers_as_moto_does() -> None:
                 batch.put_item(Item=item)
 
         def pages(**kwargs) -> list:
-            out = []
-            while True:
-                page = table.query(**kwargs)
-                out.append((page["Items"], page["Count"], page["ScannedCount"], page.get("LastEvaluatedKey")))
-                if "LastEvaluatedKey" not in page:
-                    return out
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            return query_pages(table, kwargs)
 
         cases = []
         for index, key in (
@@ -357,13 +362,7 @@ def test_fast_moto_pages_of_one_due_time_are_moto_s() -> None:
                 )
 
         def pages(**kwargs) -> list:
-            out = []
-            while True:
-                page = table.query(**kwargs)
-                out.append((page["Items"], page["Count"], page["ScannedCount"], page.get("LastEvaluatedKey")))
-                if "LastEvaluatedKey" not in page:
-                    return out
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            return query_pages(table, kwargs)
 
         campaign = Key("campaign").eq("P")
         try:

@@ -7,7 +7,6 @@ import threading
 import time
 from collections import Counter
 from datetime import datetime
-from urllib.parse import parse_qs, urlparse
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,7 +16,8 @@ from chalicelib.calls.launcher import Launcher, RateLimiter
 from chalicelib.calls.plivo_api import PlivoClient
 from chalicelib.settings import Settings
 from tests.calls.launcherlib import AUTH_ID, AUTH_TOKEN, make_job
-from tests.calls.pacinglib import FakeClock
+from tests.calls.pacinglib import FakeClock, max_in_one_second
+from tests.calls.pacinglib import call_id_of as body_call_id
 
 
 def launcher_for(repo, url, cps=50.0, read_timeout=2.0, **kwargs):
@@ -28,17 +28,7 @@ def launcher_for(repo, url, cps=50.0, read_timeout=2.0, **kwargs):
 
 
 def call_id_of(call) -> str:
-    return parse_qs(urlparse(call["body"]["hangup_url"]).query)["call_id"][0]
-
-
-def max_starts_in_one_second(times: list[float]) -> int:
-    times = sorted(times)
-    best, left = 0, 0
-    for right, t in enumerate(times):
-        while t - times[left] >= 1.0:
-            left += 1
-        best = max(best, right - left + 1)
-    return best
+    return body_call_id(call["body"])
 
 
 def statuses(repo) -> Counter:
@@ -59,7 +49,7 @@ def test_200_jobs_at_cps_20_with_200ms_plivo(repo, sim, ddb_requests):
     dialled = Counter(call_id_of(c) for c in sim.calls)
     assert len(dialled) == 200 and set(dialled.values()) == {1}
     # sim.requests times are arrivals; sim.calls times are taken after the simulated latency
-    assert max_starts_in_one_second([r["time"] for r in sim.requests]) <= 20
+    assert max_in_one_second([r["time"] for r in sim.requests]) <= 20
     assert len(sim.requests) == 200
     assert elapsed < 200 / 20 * 1.15 + 1  # keeps up with the limit while each request takes 200 ms
     uuids = {call_id_of(c): c["request_uuid"] for c in sim.calls}
@@ -298,7 +288,7 @@ def test_rate_limiter_never_exceeds_capacity_in_any_window():
         assert grant is not None
         grant.sent()
         starts.append(time.monotonic())
-    assert max_starts_in_one_second(starts) <= 5
+    assert max_in_one_second(starts) <= 5
     assert len(starts) >= 10
 
 
