@@ -18,6 +18,9 @@ DynamoDB's cost is per page. What this changes, in this process only (moto itsel
   returns, in the same order (moto's sort key: index hash, table hash, index range, table range), so
   results, LastEvaluatedKey and ScannedCount are moto's.
 
+- `expressions`: an UpdateExpression is parsed once per distinct expression, not twice per request.
+- `server`: keep-alive HTTP connections, the backend of a host looked up once, no log line per request.
+
 The product's code, its requests and the benches' clients are unchanged; only the stand-in answers faster.
 """
 
@@ -35,6 +38,8 @@ from devtools import local_aws
 from devtools.local_aws import MotoServer
 
 READS = frozenset({"Query", "Scan", "GetItem", "BatchGetItem"})
+# Replies written with json.dumps: the reads and the single-item writes (an item's DynamoDB JSON or nothing).
+FAST_SERIALIZE = READS | {"UpdateItem", "PutItem", "DeleteItem"}
 FAST_PARSE = frozenset({"BatchWriteItem", "PutItem"})
 CONTENT_TYPE = "application/x-amz-json-1.0"
 SEED_PROCESSES = 3  # client processes seeding: boto3's request building is as costly as moto's put
@@ -61,20 +66,22 @@ ENABLED = {
     "parse": True,
     "query": True,
     "item": True,
+    "server": True,
+    "expressions": True,
 }  # tests switch a part off to compare with moto
 _installed = False
-_lock = threading.Lock()
-_versions: dict[str, int] = {}  # table name -> writes seen (a cached index is valid for one version)
-_cache: dict[tuple[str, str], tuple[int, list, list]] = {}  # (table, index) -> (version, items, keys)
+# One DynamoDB request at a time: DynamoDB applies each request atomically (moto does not serialize them,
+# so its conditional writes race), and the index views below change only between requests.
+_serial = threading.RLock()
+# (table, index) -> (the moto Table object, hash attribute, range attribute, groups): a sorted view of one
+# index, kept right through single-item writes and dropped on any other write.
+_cache: dict[tuple[str, str], tuple[Any, str, str, dict]] = {}
+SINGLE_WRITES = frozenset({"UpdateItem", "PutItem", "DeleteItem"})
 
 
-def _bump(table: str | None) -> None:
-    with _lock:
-        if table is None:
-            _versions.clear()
-            _cache.clear()
-        else:
-            _versions[table] = _versions.get(table, 0) + 1
+def _forget(table: str | None) -> None:
+    for cached in [k for k in _cache if table is None or k[0] == table]:
+        del _cache[cached]
 
 
 def install() -> None:
@@ -87,12 +94,14 @@ def install() -> None:
     from moto.dynamodb import responses as ddb_responses
     from moto.dynamodb.models import table as ddb_table
 
+    if ENABLED["server"]:
+        _install_server()
     handler = ddb_responses.DynamoHandler
     result_cls = ddb_responses.DynamoResult
     slow_execute = result_cls.execute_result
 
     def execute_result(self: Any, context: Any) -> Any:
-        if ENABLED["serialize"] and context.operation_model.name in READS:
+        if ENABLED["serialize"] and context.operation_model.name in FAST_SERIALIZE:
             body = fast_body(self.result)
             if body is not None:
                 return 200, {"Content-Type": CONTENT_TYPE}, body
@@ -119,34 +128,43 @@ def install() -> None:
 
     def call_action(self: Any) -> Any:
         action = self._get_action()
-        if action not in READS and action not in ("DescribeTable", "ListTables"):
+        with _serial:
+            if action in READS or action in ("DescribeTable", "ListTables"):
+                return slow_call(self)
             body = getattr(self, "params", None) or {}
-            names = set()
-            if isinstance(body, dict):
-                if isinstance(body.get("TableName"), str):
-                    names.add(body["TableName"])
-                for key in ("RequestItems",):
-                    if isinstance(body.get(key), dict):
-                        names.update(body[key])
-                for entry in body.get("TransactItems") or []:
-                    for op in entry.values() if isinstance(entry, dict) else []:
-                        if isinstance(op, dict) and isinstance(op.get("TableName"), str):
-                            names.add(op["TableName"])
-            if names:
-                for name in names:
-                    _bump(name)
-            else:
-                _bump(None)
+            names = _tables_named(body)
+            item = _single_item(self, action, body, names) if ENABLED["query"] else None
+            if item is None:
+                for name in names or [None]:
+                    _forget(name)
+                return slow_call(self)
+            table, key = item
+            _move(table, key, out=True)
             try:
                 return slow_call(self)
-            finally:  # the write happened while the request ran: a read in between must not keep it
-                for name in names:
-                    _bump(name)
-                if not names:
-                    _bump(None)
-        return slow_call(self)
+            finally:
+                _move(table, key, out=False)
 
     handler.call_action = call_action
+
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    slow_make = UpdateExpressionParser.make.__func__  # type: ignore[attr-defined]
+    parsed: dict[str, Any] = {}
+
+    def make(cls: Any, expression: str) -> Any:
+        # moto parses an UpdateExpression twice per request; its validator deep-copies the tree before it
+        # changes anything, and the other reader only looks, so one tree per expression serves them all.
+        if not ENABLED["expressions"] or not isinstance(expression, str):
+            return slow_make(cls, expression)
+        tree = parsed.get(expression)
+        if tree is None:
+            tree = slow_make(cls, expression)  # a parse error raises here, every time, as moto's does
+            if len(parsed) < 4096:
+                parsed[expression] = tree
+        return tree
+
+    UpdateExpressionParser.make = classmethod(make)  # type: ignore[method-assign,assignment]
 
     from moto.dynamodb.exceptions import ItemSizeTooLarge
     from moto.dynamodb.models import dynamo_type
@@ -236,6 +254,82 @@ def install() -> None:
         )
 
     table_cls.query = query
+
+
+def _install_server() -> None:
+    """The HTTP side: keep-alive connections (werkzeug's dev server closes every one after a reply, so each
+    request cost a connect, a thread and a close on both sides; DynamoDB keeps them open), the backend of
+    a host looked up once (moto lists its package directory for every request), and no log line per
+    request."""
+    import logging
+    import selectors
+
+    from moto.moto_server import werkzeug_app
+    from werkzeug import serving
+
+    handler = werkzeug_app.MotoRequestHandler
+    slow_send_header = handler.send_header
+    slow_one_request = handler.handle_one_request
+    kept = threading.local()  # whether this thread's current reply keeps its connection open
+
+    def handle_one_request(self: Any) -> None:
+        kept.open = False
+        slow_one_request(self)
+
+    def send_header(self: Any, keyword: str, value: str) -> None:
+        # werkzeug closes every connection (http.server cannot drain an unread body before the next
+        # request line); moto reads a DynamoDB request's whole body, so those connections can stay open.
+        if keyword == "Connection" and value == "close" and _drained(self):
+            kept.open = True
+            return
+        slow_send_header(self, keyword, value)
+
+    class DrainSelector:
+        """werkzeug's after-reply drain reads whatever comes next: on a kept connection, the next request."""
+
+        def __init__(self) -> None:
+            self._real = selectors.DefaultSelector()
+
+        def register(self, *args: Any) -> Any:
+            return self._real.register(*args)
+
+        def select(self, timeout: float | None = None) -> list:
+            return [] if getattr(kept, "open", False) else self._real.select(timeout)
+
+        def close(self) -> None:
+            self._real.close()
+
+    class Selectors:
+        DefaultSelector = DrainSelector
+        EVENT_READ = selectors.EVENT_READ
+
+    handler.disable_nagle_algorithm = True  # a kept connection's reply is two writes: no 40 ms delayed ACK
+    handler.handle_one_request = handle_one_request
+    handler.send_header = send_header
+    serving.selectors = Selectors  # type: ignore[assignment]
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    dispatcher = werkzeug_app.DomainDispatcherApplication
+    slow_backend = dispatcher.get_backend_for_host
+    known: dict[str | None, Any] = {}
+
+    def get_backend_for_host(self: Any, host: str | None) -> Any:
+        if host not in known:
+            known[host] = slow_backend(self, host)
+        return known[host]
+
+    dispatcher.get_backend_for_host = get_backend_for_host
+
+
+def _drained(request: Any) -> bool:
+    """Whether a request may keep its connection: a DynamoDB call with a plain Content-Length body."""
+    headers = request.headers
+    return bool(
+        request.request_version == "HTTP/1.1"
+        and str(headers.get("X-Amz-Target", "")).startswith("DynamoDB_")
+        and "Transfer-Encoding" not in headers
+        and headers.get("Content-Length", "").isdigit()
+        and headers.get("Connection", "").lower() != "close"
+    )
 
 
 def _plain_schema(index: Any) -> bool:
@@ -357,27 +451,89 @@ def _key(value: Any) -> Any:
 
 def _groups(table: Any, index: Any, hash_attr: str, range_attr: str) -> dict:
     """hash key -> (sort keys, range values, items) of one index, in moto's order: index range, table hash."""
-    with _lock:
-        version = _versions.get(table.name, 0)
-        cached = _cache.get((table.name, index.name))
-        if cached is not None and cached[0] == version:
-            return cached[1]
+    cached = _cache.get((table.name, index.name))
+    if cached is not None and cached[0] is table:  # the same table (a reset or re-create makes a new one)
+        return cached[3]
     rows: dict[Any, list] = {}
     for item in list(table.items.values()):
-        hash_value, range_value = item.attrs.get(hash_attr), item.attrs.get(range_attr)
-        if not hash_value or not range_value:
-            continue
-        rows.setdefault(_key(hash_value), []).append(
-            ((range_value.cast_value, item.hash_key.cast_value), item)
-        )
+        entry = _entry(item, hash_attr, range_attr)
+        if entry is not None:
+            rows.setdefault(entry[0], []).append((entry[1], item))
     groups = {}
     for key, pairs in rows.items():
         pairs.sort(key=lambda pair: pair[0])
         groups[key] = ([p[0] for p in pairs], [p[0][0] for p in pairs], [p[1] for p in pairs])
-    with _lock:
-        if _versions.get(table.name, 0) == version:
-            _cache[(table.name, index.name)] = (version, groups)
+    _cache[(table.name, index.name)] = (table, hash_attr, range_attr, groups)
     return groups
+
+
+def _entry(item: Any, hash_attr: str, range_attr: str) -> tuple[Any, tuple] | None:
+    """(group key, sort key) of an item in an index, or None when the index does not hold it."""
+    hash_value, range_value = item.attrs.get(hash_attr), item.attrs.get(range_attr)
+    if not hash_value or not range_value:
+        return None
+    return _key(hash_value), (range_value.cast_value, item.hash_key.cast_value)
+
+
+def _tables_named(body: Any) -> list[str]:
+    names: set[str] = set()
+    if isinstance(body, dict):
+        if isinstance(body.get("TableName"), str):
+            names.add(body["TableName"])
+        if isinstance(body.get("RequestItems"), dict):
+            names.update(body["RequestItems"])
+        for entry in body.get("TransactItems") or []:
+            for op in entry.values() if isinstance(entry, dict) else []:
+                if isinstance(op, dict) and isinstance(op.get("TableName"), str):
+                    names.add(op["TableName"])
+    return sorted(names)
+
+
+def _single_item(handler: Any, action: str, body: dict, names: list[str]) -> tuple[Any, Any] | None:
+    """(moto Table, hash key) of a single-item write to a hash-only table with a cached index view."""
+    if action not in SINGLE_WRITES or len(names) != 1 or not any(k[0] == names[0] for k in _cache):
+        return None
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    try:
+        table = handler.dynamodb_backend.get_table(names[0])
+        source = body.get("Item") if action == "PutItem" else body.get("Key")
+        if table.range_key_attr is not None or not isinstance(source, dict):
+            return None
+        return table, DynamoType(source[table.hash_key_attr])
+    except Exception:  # noqa: BLE001 - anything odd (no table, no key): drop the views, let moto answer
+        return None
+
+
+def _move(table: Any, key: Any, out: bool) -> None:
+    """Take the item with hash `key` out of every cached view of `table` (before the write), or put it
+    back where it now sorts (after it); a view that cannot be kept right is dropped."""
+    item = table.items.get(key)
+    for cache_key, (owner, hash_attr, range_attr, groups) in list(_cache.items()):
+        if cache_key[0] != table.name:
+            continue
+        if owner is not table:
+            del _cache[cache_key]
+            continue
+        if item is None:
+            continue
+        try:
+            entry = _entry(item, hash_attr, range_attr)
+            if entry is None:
+                continue
+            keys, ranges, items = groups.setdefault(entry[0], ([], [], []))
+            at = bisect.bisect_left(keys, entry[1])
+            if out:
+                if at < len(keys) and keys[at] == entry[1] and items[at] is item:
+                    del keys[at], ranges[at], items[at]
+                else:
+                    del _cache[cache_key]
+            else:
+                keys.insert(at, entry[1])
+                ranges.insert(at, entry[1][0])
+                items.insert(at, item)
+        except (TypeError, InvalidOperation):  # mixed types in one index: moto decides from here on
+            _cache.pop(cache_key, None)
 
 
 class FastMotoServer(MotoServer):

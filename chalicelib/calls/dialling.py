@@ -3,6 +3,7 @@ rules, the dial-time gate (do-not-call list, paused or stopped campaigns) and th
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -23,14 +24,15 @@ if TYPE_CHECKING:
 
 NO_CAMPAIGN = ""
 LOOKAHEAD = 5000  # due jobs held in memory at most, so shares hold even when one campaign's jobs come first
-READ_AHEAD_PER_PICK = 50
 
 
 class Feeder:
     """Due jobs in due order, handed out by campaign weight (stride scheduling over what is read ahead).
 
-    Reading ahead is bounded by LOOKAHEAD items, so memory does not grow with the backlog; within that
-    window a campaign gets starts in proportion to its weight, and one with no due jobs leaves its share."""
+    A reader thread reads the due pages ahead while jobs are handed out, so a page read never holds up a
+    start (at CPS 50 a start is due every 20 ms, and a page can take longer than that). Reading ahead is
+    bounded by `lookahead` items, so memory does not grow with the backlog; within that window a campaign
+    gets starts in proportion to its weight, and one with no due jobs leaves its share."""
 
     def __init__(
         self, items: Iterator[Job], weight: Callable[[str], float], lookahead: int = LOOKAHEAD
@@ -41,23 +43,48 @@ class Feeder:
         self._queues: dict[str, deque[Job]] = {}
         self._held = 0
         self._exhausted = False
+        self._closed = False
         self._error: Exception | None = None
         self._shares = Shares()
+        self._changed = threading.Condition()
+        self._reader: threading.Thread | None = None
 
-    def _read(self) -> bool:
-        try:
-            item = next(self._items)
-        except StopIteration:
+    def _read_ahead(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._closed or self._held < self._lookahead)
+                if self._closed:
+                    return
+            try:
+                item = next(self._items)
+            except StopIteration:
+                self._finish(None)
+                return
+            except Exception as exc:  # noqa: BLE001 - a page failed: hand out what was read, then raise it
+                self._finish(exc)
+                return
+            queue = str(item.get("campaign") or NO_CAMPAIGN)
+            with self._changed:
+                self._queues.setdefault(queue, deque()).append(item)
+                self._held += 1
+                self._changed.notify_all()
+
+    def _finish(self, error: Exception | None) -> None:
+        with self._changed:
             self._exhausted = True
-            return False
-        except Exception as exc:  # noqa: BLE001 - a page failed: hand out what was read, then raise it
-            self._exhausted = True
-            self._error = exc
-            return False
-        queue = str(item.get("campaign") or NO_CAMPAIGN)
-        self._queues.setdefault(queue, deque()).append(item)
-        self._held += 1
-        return True
+            self._error = error
+            self._changed.notify_all()
+
+    def _start(self) -> None:
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read_ahead, name="due-reader", daemon=True)
+            self._reader.start()
+
+    def close(self) -> None:
+        """Stop reading ahead (a page already asked for is read and dropped)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
 
     def __iter__(self) -> Iterator[Job]:
         return self
@@ -65,29 +92,28 @@ class Feeder:
     def peek(self, count: int) -> list[Job]:
         """Up to `count` of the jobs read ahead and not yet handed out (any campaign), without taking them."""
         found: list[Job] = []
-        for queue in list(self._queues.values()):
-            for item in list(queue)[: count - len(found)]:
-                found.append(item)
-            if len(found) >= count:
-                break
+        with self._changed:
+            for queue in self._queues.values():
+                found += list(itertools.islice(queue, count - len(found)))
+                if len(found) >= count:
+                    break
         return found
 
     def __next__(self) -> Job:
-        if not self._held and not self._read():
-            if self._error is not None:
-                error, self._error = self._error, None
-                raise error
-            raise StopIteration
-        # Read ahead a little on every pick (not the whole window before the first call): the window fills
-        # within the first few dozen starts, and the first call goes out after one page, not fifty.
-        for _ in range(READ_AHEAD_PER_PICK):
-            if self._exhausted or self._held >= self._lookahead or not self._read():
-                break
-        ready = [q for q, items in self._queues.items() if items]
-        chosen = self._shares.pick(ready, {q: self._weight(q) for q in ready})
-        assert chosen is not None
-        self._held -= 1
-        return self._queues[chosen].popleft()
+        with self._changed:
+            self._start()
+            self._changed.wait_for(lambda: self._held > 0 or self._exhausted)
+            if not self._held:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
+                raise StopIteration
+            ready = [q for q, items in self._queues.items() if items]
+            chosen = self._shares.pick(ready, {q: self._weight(q) for q in ready})
+            assert chosen is not None
+            self._held -= 1
+            self._changed.notify_all()
+            return self._queues[chosen].popleft()
 
 
 class CampaignRules:

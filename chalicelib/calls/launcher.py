@@ -335,6 +335,7 @@ class Launcher:
     def _pass(self, pool: ThreadPoolExecutor, slots: threading.Semaphore, started: float) -> int:
         """Hand every due pending job to the workers; how many were handed out."""
         handed = 0
+        feeder: Feeder | None = None
         try:
             due = self.repo.query_status(JobStatus.PENDING, due_before=self.clock(), page_size=self.page_size)
             feeder = Feeder(due, self.rules.weight)
@@ -359,6 +360,9 @@ class Launcher:
             )
             self.stop_reason = self.stop_reason or "due jobs could not be read"
             return 0  # jobs already handed out still go ahead
+        finally:
+            if feeder is not None:
+                feeder.close()
         return handed
 
     def _candidate(self, job: Job) -> gate.Candidate | None:
