@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from chalicelib import logs
 from chalicelib.settings import ConfigError, Settings
 
+DYNAMODB_POOL = 100  # the launcher's MAX_WORKERS (a test holds them equal); not imported: the answer is lean
+
 if TYPE_CHECKING:
     from chalicelib.answer.journal import StepJournal
     from chalicelib.answer.store import TemplateStore
@@ -31,13 +33,14 @@ def settings() -> Settings:
     return current
 
 
-def _client_config(connect: float, read: float, attempts: int) -> Any:
+def _client_config(connect: float, read: float, attempts: int, pool: int = 10) -> Any:
     from botocore.config import Config
 
     return Config(
         connect_timeout=connect,
         read_timeout=read,
         retries={"max_attempts": attempts, "mode": "standard"},
+        max_pool_connections=pool,
     )
 
 
@@ -53,7 +56,9 @@ def s3_client() -> Any:
 def dynamodb_resource() -> Any:
     import boto3
 
-    return boto3.resource("dynamodb", config=_client_config(2.0, 5.0, 3))
+    # One kept connection per launcher worker: botocore's default pool of 10 makes the 11th concurrent
+    # request open a connection (a TLS handshake to DynamoDB) and throw it away afterwards.
+    return boto3.resource("dynamodb", config=_client_config(2.0, 5.0, 3, pool=DYNAMODB_POOL))
 
 
 @functools.cache

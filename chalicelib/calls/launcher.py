@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib import logs, metrics
 from chalicelib.calls import campaigns as campaign_rules
-from chalicelib.calls import gate, numbers, plivo_api, schedule
+from chalicelib.calls import dialling, gate, numbers, plivo_api, schedule
 from chalicelib.calls import pacing as pacing_module
 from chalicelib.calls.call_body import JobInvalid, build_call_body, number_problems, whole_number
 from chalicelib.calls.dialling import CampaignRules, EventSink, Feeder, GateCache
@@ -338,7 +338,7 @@ class Launcher:
         feeder: Feeder | None = None
         try:
             due = self.repo.query_status(JobStatus.PENDING, due_before=self.clock(), page_size=self.page_size)
-            feeder = Feeder(due, self.rules.weight)
+            feeder = Feeder(due, self.rules.weight, dialling.lookahead(self.settings.plivo_cps))
             self.gate.upcoming = lambda count: [
                 c for c in map(self._candidate, self._next_jobs(feeder, count)) if c is not None
             ]
