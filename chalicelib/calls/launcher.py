@@ -91,7 +91,7 @@ class RateLimiter:
     def __init__(
         self,
         cps: float,
-        margin: float = 0.025,
+        margin: float = 0.02,
         cold_start: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,

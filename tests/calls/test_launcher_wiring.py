@@ -73,3 +73,18 @@ def test_missing_or_unreadable_token_is_a_clear_config_error():
         ssm = boto3.client("ssm", region_name="us-east-1")
         with pytest.raises(ConfigError, match="'/missing'.*ParameterNotFound"):
             resolve_auth_token(Settings(plivo_auth_token_param="/missing"), lambda: ssm)
+
+
+def test_the_dynamodb_client_keeps_a_connection_for_every_worker(monkeypatch):
+    """botocore's default pool is 10: the launcher's 11th concurrent request would open a connection (a TLS
+    handshake to DynamoDB) and throw it away after one request."""
+    from chalicelib.calls import launcher as launcher_module
+
+    assert resources.DYNAMODB_POOL == launcher_module.MAX_WORKERS
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    resources.reset()
+    try:
+        config = resources.dynamodb_resource().meta.client.meta.config
+        assert config.max_pool_connections == launcher_module.MAX_WORKERS
+    finally:
+        resources.reset()

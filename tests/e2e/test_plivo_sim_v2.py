@@ -549,3 +549,30 @@ def test_process_mode_callees_endpoint(app):
         proc.terminate()
         assert proc.wait(timeout=10) == 0
         proc.stdout.close()
+
+
+def test_a_request_s_arrival_is_the_kernel_s_receive_time_not_when_a_thread_read_it():
+    """The simulator's clock for a call's start: bytes sent at T and read 200 ms later are stamped T."""
+    import io
+    import socket
+
+    from devtools.plivo_sim.server import SO_TIMESTAMPNS, StampedSocketIO
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    try:
+        server.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        raw = StampedSocketIO(server)
+        reader = io.BufferedReader(raw)
+        sent = time.time()
+        client.sendall(b"POST /v1/Account/MA/Call/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)
+        read_at = time.time()
+        assert reader.readline() == b"POST /v1/Account/MA/Call/ HTTP/1.1\r\n"
+        assert raw.stamp is not None
+        assert sent - 0.001 <= raw.stamp <= sent + 0.05 < read_at
+        assert reader.readline() == b"Host: x\r\n"  # the rest of the request comes from the buffer
+    finally:
+        for sock in (client, server, listener):
+            sock.close()
