@@ -279,10 +279,17 @@ class Launcher:
             self.stop_reason = "configuration error"
             log.error("launcher configuration error; no job touched", cause="; ".join(problems))
             return {key: 0 for key in SUMMARY_KEYS}
-        if self.lease is not None and not self._take_lease(started):
+        swept: list[bool] = []
+
+        def sweep() -> None:
+            swept.append(True)
+            self._expire_stale(started)
+            self._settle_stuck(started)
+
+        if self.lease is not None and not self._take_lease(started, sweep):
             return {key: 0 for key in SUMMARY_KEYS}
-        self._expire_stale(started)
-        self._settle_stuck(started)
+        if not swept:
+            sweep()
         self._drain_events()  # only the holder drains the outbox: two drains could send an event twice
         self.plivo.ensure_pool(self.workers)
         slots = threading.Semaphore(self.workers)
@@ -723,13 +730,14 @@ class Launcher:
             return time.time() + self.run_budget
         return time.time() + RUN_BUDGET_SECONDS
 
-    def _take_lease(self, started: float) -> bool:
+    def _take_lease(self, started: float, before_turn: Callable[[], None] | None = None) -> bool:
         """Wait for the dialling lease (the holder hands it over when its time runs short); False: another
-        run dials now and will hand over to somebody else, so this run has nothing to do."""
+        run dials now and will hand over to somebody else, so this run has nothing to do. `before_turn`
+        (the sweeps) runs shortly before the turn, as the waiter, so a hand-over does not wait for it."""
         assert self.lease is not None
         deadline = self._deadline(started)
         try:
-            got = self.lease.wait_turn(deadline - 5.0)
+            got = self.lease.wait_turn(deadline - 5.0, before_turn=before_turn)
         except Exception as exc:  # noqa: BLE001 - without the lease no call may start; the next run retries
             log.error("cannot read the dialling lease; no call started", cause=logs.cause(exc))
             self.stop_reason = "dialling lease unavailable"

@@ -23,6 +23,7 @@ from typing import Any
 LEASE_ID = "#launcher-lease"
 LEASE_SECONDS = 30.0
 RENEW_EVERY = 10.0
+BEFORE_TURN = 1.0  # seconds before the lease frees that a waiter does the work that needs no lease
 RECENT_STARTS = 200  # start times handed over with the lease (more than any one second can hold)
 
 
@@ -110,9 +111,18 @@ class Lease:
         self.previous_starts = previous.last_starts
         return True
 
-    def wait_turn(self, deadline: float, sleep: Callable[[float], None] = time.sleep) -> bool:
+    def wait_turn(
+        self,
+        deadline: float,
+        sleep: Callable[[float], None] = time.sleep,
+        before_turn: Callable[[], None] | None = None,
+    ) -> bool:
         """Wait (until `deadline`) for the holder to hand over or die, then take the lease. A run exits at
-        once when another run is already waiting or the lease frees only after its own deadline."""
+        once when another run is already waiting or the lease frees only after its own deadline.
+
+        `before_turn` runs once, as the registered waiter, about BEFORE_TURN seconds before the lease frees:
+        work that needs no lease (the sweeps) is then done when the turn comes, not between two holders'
+        calls."""
         while True:
             if self.try_acquire():
                 return True
@@ -125,7 +135,12 @@ class Lease:
                 return False  # somebody else takes over next; this run has nothing to add
             if state.waiter is None and not self._register_waiter():
                 return False
-            pause = max(0.05, min(at - now - 0.2, 5.0)) if at > now + 0.3 else 0.05
+            lead = BEFORE_TURN if before_turn is not None else 0.0
+            if before_turn is not None and at - now <= lead:
+                before_turn()
+                before_turn, lead = None, 0.0
+                continue
+            pause = max(0.05, min(at - now - lead - 0.2, 5.0)) if at > now + lead + 0.3 else 0.05
             sleep(pause)
             if self.clock() > deadline:
                 return False

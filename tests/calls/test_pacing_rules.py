@@ -52,6 +52,39 @@ def test_one_holder_at_a_time_and_expiry(table):
     assert not a.still_held()  # the renewal fails: a must not start another call
 
 
+def test_the_waiter_sweeps_shortly_before_its_turn_not_after_it(table):
+    """The work that needs no lease runs once, as the registered waiter, about BEFORE_TURN seconds before
+    the holder hands over: the new holder's first call then follows the hand-over at once."""
+    clock = FakeClock()
+    a, b = pacing.Lease(table, clock, "a"), pacing.Lease(table, clock, "b")
+    assert a.try_acquire()
+    start = clock.now
+    a.announce_handover(start + 30)
+    swept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock.now >= start + 30 and a.held_until:
+            a.release([clock.now])
+
+    def before_turn() -> None:
+        assert b.read().waiter == "b"
+        swept.append(clock.now - start)
+
+    assert b.wait_turn(deadline=start + 100, sleep=sleep, before_turn=before_turn)
+    assert len(swept) == 1
+    assert 30 - pacing.BEFORE_TURN - 0.5 <= swept[0] <= 30 - pacing.BEFORE_TURN + 0.1
+    assert clock.now - start == pytest.approx(30, abs=0.5)
+
+
+def test_a_free_lease_is_taken_at_once_without_the_early_sweep(table):
+    clock = FakeClock()
+    lease = pacing.Lease(table, clock, "a")
+    called: list[bool] = []
+    assert lease.wait_turn(deadline=clock.now + 10, sleep=clock.sleep, before_turn=lambda: called.append(True))
+    assert called == []  # the launcher sweeps after taking it
+
+
 def test_hand_over_keeps_a_second_between_holders(table):
     clock = FakeClock()
     a, b = pacing.Lease(table, clock, "a"), pacing.Lease(table, clock, "b")
