@@ -81,7 +81,7 @@ def test_a_free_lease_is_taken_at_once_without_the_early_sweep(table):
     clock = FakeClock()
     lease = pacing.Lease(table, clock, "a")
     called: list[bool] = []
-    assert lease.wait_turn(deadline=clock.now + 10, sleep=clock.sleep, before_turn=lambda: called.append(True))
+    assert lease.wait_turn(clock.now + 10, sleep=clock.sleep, before_turn=lambda: called.append(True))
     assert called == []  # the launcher sweeps after taking it
 
 
