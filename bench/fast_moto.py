@@ -30,9 +30,11 @@ from __future__ import annotations
 import bisect
 import copy
 import gc
+import inspect
 import json
 import sys
 import threading
+from collections.abc import Callable
 from decimal import InvalidOperation
 from typing import Any
 
@@ -196,66 +198,28 @@ def install() -> None:
     table_cls = ddb_table.Table
     slow_query = table_cls.query
 
-    def query(
-        self: Any,
-        hash_key: Any,
-        range_comparison: Any,
-        range_objs: Any,
-        limit: Any,
-        exclusive_start_key: Any,
-        scan_index_forward: Any,
-        projection_expressions: Any,
-        index_name: Any = None,
-        consistent_read: bool = False,
-        filter_expression: Any = None,
-        hash_key_conditions: Any = None,
-        range_key_conditions: Any = None,
-        **filter_kwargs: Any,
-    ) -> Any:
+    signature = inspect.signature(slow_query)
+
+    def query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        def slow() -> Any:
+            return slow_query(self, *args, **kwargs)
+
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        q = bound.arguments
+        hash_conditions, range_conditions = q["hash_key_conditions"], q["range_key_conditions"]
         fast = (
             ENABLED["query"]
-            and index_name is not None
-            and not filter_kwargs
-            and hash_key_conditions is not None
-            and len(hash_key_conditions) == 1
-            and (range_key_conditions is None or len(range_key_conditions) <= 1)
+            and q["index_name"] is not None
+            and not q["filter_kwargs"]
+            and hash_conditions is not None
+            and len(hash_conditions) == 1
+            and (range_conditions is None or len(range_conditions) <= 1)
         )
         if fast:
-            index = next((i for i in self.global_indexes or [] if i.name == index_name), None)
+            index = next((i for i in self.global_indexes or [] if i.name == q["index_name"]), None)
             fast = index is not None and _plain_schema(index)
-        if not fast:
-            return slow_query(
-                self,
-                hash_key,
-                range_comparison,
-                range_objs,
-                limit,
-                exclusive_start_key,
-                scan_index_forward,
-                projection_expressions,
-                index_name,
-                consistent_read,
-                filter_expression,
-                hash_key_conditions,
-                range_key_conditions,
-                **filter_kwargs,
-            )
-        return _fast_query(
-            self,
-            index,
-            slow_query,
-            hash_key,
-            range_comparison,
-            range_objs,
-            limit,
-            exclusive_start_key,
-            scan_index_forward,
-            projection_expressions,
-            consistent_read,
-            filter_expression,
-            hash_key_conditions,
-            range_key_conditions,
-        )
+        return _fast_query(self, index, q, slow) if fast else slow()
 
     table_cls.query = query
 
@@ -342,43 +306,18 @@ def _plain_schema(index: Any) -> bool:
     return len(hashes) == 1 and len(ranges) == 1
 
 
-def _fast_query(
-    table: Any,
-    index: Any,
-    slow_query: Any,
-    hash_key: Any,
-    range_comparison: Any,
-    range_objs: Any,
-    limit: Any,
-    exclusive_start_key: Any,
-    scan_index_forward: Any,
-    projection_expressions: Any,
-    consistent_read: bool,
-    filter_expression: Any,
-    hash_key_conditions: Any,
-    range_key_conditions: Any,
-) -> Any:
-    """moto's Table.query for one index-hash equality and at most one range condition, over a cached view
-    of the index sorted as moto sorts it; the start key and the range bounds found by bisection."""
+def _fast_query(table: Any, index: Any, q: dict[str, Any], slow: Callable[[], Any]) -> Any:
+    """moto's Table.query (its arguments by name in `q`; `slow` asks moto itself) for one index-hash
+    equality and at most one range condition, over a cached view of the index sorted as moto sorts it; the
+    start key and the range bounds found by bisection."""
     from moto.dynamodb.models.dynamo_type import DynamoType
     from moto.dynamodb.models.table import RESULT_SIZE_LIMIT
 
-    def slow() -> Any:
-        return slow_query(
-            table,
-            hash_key,
-            range_comparison,
-            range_objs,
-            limit,
-            exclusive_start_key,
-            scan_index_forward,
-            projection_expressions,
-            index.name,
-            consistent_read,
-            filter_expression,
-            hash_key_conditions,
-            range_key_conditions,
-        )
+    range_comparison, range_objs, limit = q["range_comparison"], q["range_objs"], q["limit"]
+    exclusive_start_key, scan_index_forward = q["exclusive_start_key"], q["scan_index_forward"]
+    projection_expressions, filter_expression = q["projection_expressions"], q["filter_expression"]
+    hash_key_conditions, range_key_conditions = q["hash_key_conditions"], q["range_key_conditions"]
+    consistent_read = q["consistent_read"]
 
     hash_attr = next(k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH")
     range_attr = next(k["AttributeName"] for k in index.schema if k["KeyType"] == "RANGE")
