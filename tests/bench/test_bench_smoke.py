@@ -267,6 +267,13 @@ def test_campaign_report_rows(monkeypatch) -> None:
     assert [r.goal for r in rows] == ["≤ 1.5×", "", "≤ +5 MB (flat)"]
 
 
+def calls_table(name: str):
+    """A calls table (infra/resources.json's shape) in the current moto, as a boto3 Table."""
+    ddb = boto3.resource("dynamodb", region_name=local_aws.REGION)
+    local_aws.ensure_table(ddb.meta.client, name)
+    return ddb.Table(name)
+
+
 def query_pages(table, kwargs: dict) -> list:
     """Every page of a Query (items, Count, ScannedCount, LastEvaluatedKey), following the start keys."""
     out = []
@@ -291,9 +298,7 @@ def test_fast_moto_answers_as_moto_does() -> None:
     fast_moto.install()
     random.seed(7)
     with mock_aws():
-        ddb = boto3.resource("dynamodb", region_name=local_aws.REGION)
-        args = local_aws.create_table_args(local_aws.cfn_resource("CallsTable"), "fast-moto-check")
-        table = ddb.create_table(**args)
+        table = calls_table("fast-moto-check")
         with table.batch_writer() as batch:
             for i in range(120):
                 item = campaign_report.job(i, random.choice("AB"), 1000)
@@ -347,9 +352,7 @@ def test_fast_moto_pages_of_one_due_time_are_moto_s() -> None:
 
     fast_moto.install()
     with mock_aws():
-        ddb = boto3.resource("dynamodb", region_name=local_aws.REGION)
-        args = local_aws.create_table_args(local_aws.cfn_resource("CallsTable"), "fast-moto-ties")
-        table = ddb.create_table(**args)
+        table = calls_table("fast-moto-ties")
         with table.batch_writer() as batch:
             for i in range(1600):
                 batch.put_item(

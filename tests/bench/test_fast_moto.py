@@ -15,7 +15,7 @@ from moto import mock_aws
 
 from bench import fast_moto
 from devtools import local_aws
-from tests.bench.test_bench_smoke import query_pages
+from tests.bench.test_bench_smoke import calls_table, query_pages
 
 STATUSES = ("pending", "dialing", "placed", "completed")
 
@@ -93,12 +93,9 @@ def test_single_item_writes_give_moto_s_replies_and_keep_the_index_views_right()
     fast_moto.install()
     rng = random.Random(11)
     with mock_aws():
-        ddb = boto3.resource("dynamodb", region_name=local_aws.REGION)
         tables = []
         for name in ("fast-writes", "moto-writes"):
-            table = ddb.create_table(
-                **local_aws.create_table_args(local_aws.cfn_resource("CallsTable"), name)
-            )
+            table = calls_table(name)
             with table.batch_writer() as batch:
                 for i in range(50):
                     batch.put_item(
@@ -170,7 +167,7 @@ def test_the_server_keeps_dynamodb_connections_open_and_answers_each_request_its
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         )
-        client.create_table(**local_aws.create_table_args(local_aws.cfn_resource("CallsTable"), "kept"))
+        local_aws.ensure_table(client, "kept")
         urllib3.connection.HTTPConnection._new_conn = counting_new_conn
         failures: list[str] = []
         try:
@@ -206,8 +203,7 @@ def test_the_server_keeps_dynamodb_connections_open_and_answers_each_request_its
 def test_an_update_expression_is_parsed_once_and_each_request_still_gets_its_own_values(expression):
     fast_moto.install()
     with mock_aws():
-        ddb = boto3.resource("dynamodb", region_name=local_aws.REGION)
-        table = ddb.create_table(**local_aws.create_table_args(local_aws.cfn_resource("CallsTable"), "once"))
+        table = calls_table("once")
         names = {"#n": "a"} if "#n" in expression else {}
         for value in ("first", "second", "third"):
             table.update_item(
