@@ -10,6 +10,7 @@ import functools
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -54,14 +55,25 @@ class _Lazy:
         return getattr(logger, name)
 
 
+# `chalice local` serves requests on threads: two first lines at once must build one Logger, not two
+# (a second Powertools Logger of the same service resets the first one's handler while it is in use).
+_building = threading.Lock()
+
+
 def _build() -> Logger:
+    with _building:
+        return _Lazy._logger or _new_logger()
+
+
+def _new_logger() -> Logger:
     from aws_lambda_powertools import Logger
 
     logger = Logger(service=SERVICE, logger_handler=_StderrHandler(), level="INFO", use_rfc3339=True)
     if _Lazy._level is not None:
         logger.setLevel(_Lazy._level)
-    if _Lazy._invocation is not None:
-        event, context, cold = _Lazy._invocation
+    invocation = _Lazy._invocation
+    if invocation is not None:
+        event, context, cold = invocation
         # Powertools' decorator around nothing: the keys it sets at an invocation's start, set now.
         logger.inject_lambda_context(_nothing, clear_state=True)(event, context)
         logger.append_keys(cold_start=cold)  # Powertools' own flag counts decorated calls, not invocations

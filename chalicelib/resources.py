@@ -7,14 +7,49 @@ warm one reuses it. Tests and the CLI call `reset()` after changing the environm
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from chalicelib import logs
 from chalicelib.settings import ConfigError, Settings
 
 DYNAMODB_POOL = 100  # the launcher's MAX_WORKERS (a test holds them equal); not imported: the answer is lean
+
+T = TypeVar("T")
+_UNSET: Any = object()
+# Held only while something is being built: boto3's default session is not thread-safe (two clients built
+# at once can fail), and `chalice local` and the launcher's workers ask from many threads at once.
+_building = threading.RLock()
+
+
+class _Once(Generic[T]):
+    """What `functools.cache` gives a getter without arguments, built once however many threads ask first;
+    a built value is returned without taking the lock. `__wrapped__` is what builds it."""
+
+    __wrapped__: Callable[[], T]
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        functools.update_wrapper(self, factory)
+        self._value: T = _UNSET
+
+    def __call__(self) -> T:
+        value = self._value
+        if value is _UNSET:
+            with _building:
+                if self._value is _UNSET:
+                    self._value = self.__wrapped__()
+                value = self._value
+        return value
+
+    def cache_clear(self) -> None:
+        self._value = _UNSET
+
+
+def _once(factory: Callable[[], T]) -> _Once[T]:
+    return _Once(factory)
+
 
 if TYPE_CHECKING:
     from chalicelib.answer.journal import StepJournal
@@ -26,7 +61,7 @@ if TYPE_CHECKING:
     from chalicelib.calls.plivo_api import PlivoClient
 
 
-@functools.cache
+@_once
 def settings() -> Settings:
     current = Settings.from_env()
     logs.set_level(current.log_level)
@@ -44,7 +79,7 @@ def _client_config(connect: float, read: float, attempts: int, pool: int = 10) -
     )
 
 
-@functools.cache
+@_once
 def s3_client() -> Any:
     """Short timeouts: Plivo waits on /answer, and a stale cached template beats a slow fresh one."""
     import boto3
@@ -52,7 +87,7 @@ def s3_client() -> Any:
     return boto3.client("s3", config=_client_config(1.0, 2.0, 2))
 
 
-@functools.cache
+@_once
 def dynamodb_resource() -> Any:
     import boto3
 
@@ -61,38 +96,38 @@ def dynamodb_resource() -> Any:
     return boto3.resource("dynamodb", config=_client_config(2.0, 5.0, 3, pool=DYNAMODB_POOL))
 
 
-@functools.cache
+@_once
 def calls_table() -> Any:
     return dynamodb_resource().Table(settings().require("calls_table"))
 
 
-@functools.cache
+@_once
 def campaigns_table() -> Any:
     return dynamodb_resource().Table(settings().require("campaigns_table"))
 
 
-@functools.cache
+@_once
 def campaign_store() -> CampaignStore:
     from chalicelib.calls.campaign_store import CampaignStore
 
     return CampaignStore(campaigns_table())
 
 
-@functools.cache
+@_once
 def campaign_jobs() -> CampaignJobs:
     from chalicelib.calls.campaign_store import CampaignJobs
 
     return CampaignJobs(calls_table())
 
 
-@functools.cache
+@_once
 def events_client() -> Any:
     import boto3
 
     return boto3.client("events", config=_client_config(1.0, 3.0, 2))
 
 
-@functools.cache
+@_once
 def event_publisher() -> Publisher:
     from chalicelib.calls.events import Publisher
 
@@ -106,7 +141,7 @@ def dialling_lease() -> Lease:
     return Lease(calls_table())
 
 
-@functools.cache
+@_once
 def ssm_client() -> Any:
     """Short timeouts, 2 attempts in all: the token is read on /answer, inside the API Lambda's 15 s."""
     import boto3
@@ -116,7 +151,7 @@ def ssm_client() -> Any:
     return boto3.client("ssm", config=Config(connect_timeout=1.0, read_timeout=2.0, retries=retries))
 
 
-@functools.cache
+@_once
 def template_store() -> TemplateStore:
     from chalicelib.answer.store import TemplateStore
 
@@ -126,14 +161,14 @@ def template_store() -> TemplateStore:
     )
 
 
-@functools.cache
+@_once
 def job_repository() -> JobRepository:
     from chalicelib.calls.jobs import JobRepository
 
     return JobRepository(calls_table())
 
 
-@functools.cache
+@_once
 def step_journal() -> StepJournal:
     """The answer route's adapter on the calls table (conversations: `job`, `responses`, `result`)."""
     from chalicelib.answer.journal import StepJournal
@@ -145,7 +180,7 @@ TOKEN_FAILURE_SECONDS = 5.0
 _token_failure: dict[str, Any] = {}  # "message", "until": a recent failure to read the token
 
 
-@functools.cache
+@_once
 def _resolved_auth_token() -> str:
 
     return resolve_auth_token(settings(), ssm_client)
@@ -168,7 +203,7 @@ def plivo_auth_token() -> str:
     return token
 
 
-@functools.cache
+@_once
 def plivo_client() -> PlivoClient:
     from chalicelib.calls.plivo_api import PlivoClient
 

@@ -149,3 +149,41 @@ logs.log.error("at the level")
 """
     )
     assert [r["message"] for r in records] == ["at the level"]
+
+
+def test_first_lines_on_many_threads_at_once_build_one_logger_and_all_are_written():
+    """`chalice local` serves on threads: first lines at once used to build a Logger each, and a request
+    failed inside Powertools (a /hangup answered 500 in CI). Powertools' constructor is slowed here so that
+    all 16 threads are inside it together when nothing serializes them."""
+    records = _fresh(
+        """
+import threading, time
+import aws_lambda_powertools
+built = []
+original = aws_lambda_powertools.Logger.__init__
+
+def slow_init(self, *args, **kwargs):
+    built.append(1)
+    time.sleep(0.05)
+    original(self, *args, **kwargs)
+
+aws_lambda_powertools.Logger.__init__ = slow_init
+failed = []
+
+def one(barrier, number):
+    barrier.wait()
+    try:
+        handler(f"line-{number}", Context(f"req-{number}"))
+    except Exception as exc:
+        failed.append(repr(exc))
+
+barrier = threading.Barrier(16)
+threads = [threading.Thread(target=one, args=(barrier, n)) for n in range(16)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+assert not failed and len(built) == 1, (len(built), failed[:3])
+"""
+    )
+    assert sorted(r["event"] for r in records) == sorted(f"line-{n}" for n in range(16))

@@ -63,6 +63,7 @@ def test_token_from_ssm_is_read_once_and_never_logged(repo, sim, monkeypatch, ca
         repo.add(make_job("a"))
         caplog.set_level(logging.DEBUG)
         assert launch()["placed"] == 1
+        assert calls == [1]
         assert AUTH_TOKEN not in caplog.text and AUTH_TOKEN not in repr(resources.plivo_client())
 
 
