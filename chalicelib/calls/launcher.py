@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 
 SUMMARY_KEYS = ("due", "placed", "deferred", "failed", "unknown", "skipped")  # the SPEC's summary
+MOVED_KEYS = ("placed", "deferred", "failed", "unknown", "cancelled", "parked")
 EXPECTED_LATENCY = 1.5  # seconds of Plivo latency the worker pool is sized to hide
 MAX_WORKERS = 100
 STALE_DIALING_SECONDS = 600.0
@@ -299,12 +300,19 @@ class Launcher:
                 # it (ties on due_at); handled jobs have left `pending` or moved past `started`.
                 # Holding the lease, the run keeps dialling while due jobs keep coming and time remains.
                 for _ in range(MAX_PASSES if self.lease is None else 100_000):
+                    moved = self._moved()
                     if not self._pass(pool, slots, started):
                         break
                     for _ in range(self.workers):  # wait until this pass's jobs are done
                         slots.acquire()
                     for _ in range(self.workers):
                         slots.release()
+                    if self._moved() == moved:
+                        # Every job it handed out is still due and unchanged (DynamoDB refused the
+                        # claims): another pass now would only hammer it again. The next run retries.
+                        self.stop_reason = self.stop_reason or "no due job could be claimed"
+                        log.warning("launcher run ends: a pass changed no job", reason=self.stop_reason)
+                        break
         finally:
             self.events.flush()
             self._release_lease()
@@ -402,6 +410,11 @@ class Launcher:
         (log.error if error else log.info)("launcher stops claiming jobs", reason=reason)
         self._release_lease()  # no call starts from here on: the next run may take over now
         return True
+
+    def _moved(self) -> int:
+        """Jobs this run has moved on: placed, deferred, failed, unknown, or held back by the gate."""
+        with self._lock:
+            return sum(self.counts[key] for key in MOVED_KEYS)
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -562,6 +575,7 @@ class Launcher:
             self._finish(call_id, "skipped", JobStatus.CANCELLED, last_error=reason, job=job)
         elif verdict == gate.Verdict.PAUSED:
             self._finish(call_id, "skipped", JobStatus.PENDING, park=True)
+            self._count("parked")
             return
         else:
             reason = f"not dialled: campaign {campaign} was stopped"
