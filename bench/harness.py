@@ -85,7 +85,8 @@ def patched_env(values: Mapping[str, str]) -> Iterator[None]:
 def run_worker(module: str, config: Mapping, env: Mapping[str, str], timeout: float = 300) -> dict:
     """Run `bench.<module>.worker(config)` in a fresh interpreter; returns its JSON result.
 
-    The child's stderr (the product's JSON logs) goes to a temp file; its last lines are shown on failure.
+    The child's stderr (the product's JSON logs) goes to a temp file; its last lines are shown on failure
+    (and every log is kept in the directory CALLFLOW_BENCH_LOGS names, when set).
     """
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PLIVO_", "TEMPLATE_"))}
     child_env.update(env)
@@ -103,6 +104,10 @@ def run_worker(module: str, config: Mapping, env: Mapping[str, str], timeout: fl
         )
         err.seek(0)
         log = err.read().decode(errors="replace")
+    keep = os.environ.get("CALLFLOW_BENCH_LOGS")  # a directory: every worker's log is kept there
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        Path(keep, f"{module}-{time.time():.3f}-{proc.returncode}.log").write_text(log)
     lines = [line for line in proc.stdout.decode(errors="replace").splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = "\n".join(log.splitlines()[-15:])

@@ -245,6 +245,8 @@ class Launcher:
         self._first_start: float | None = None
         self._recent_starts: deque[float] = deque(maxlen=pacing_module.RECENT_STARTS)  # wall clock
         self._stop_starting_at = float("inf")  # the announced hand-over: no call starts after it
+        self._unsent: set[str] = set()  # handed to a worker; its call has neither started nor ended
+        self._handing_over = False  # enough is handed out to dial until the hand-over: no more claims
         self._released = False
         self._sending = 0  # calls past the last check whose request is not on the wire yet
         self._all_sent = threading.Condition(self._lock)
@@ -358,7 +360,7 @@ class Launcher:
                 c for c in map(self._candidate, self._next_jobs(feeder, count)) if c is not None
             ]
             for item in feeder:
-                if self._should_stop(started):
+                if self._should_stop(started) or self._enough_until_handover():
                     return 0
                 slots.acquire()
                 if self._should_stop(started):
@@ -366,6 +368,7 @@ class Launcher:
                     return 0
                 with self._lock:
                     self._handed[item["call_id"]] = item
+                    self._unsent.add(item["call_id"])
                 pool.submit(self._handle_slot, item, started, slots)
                 handed += 1
         except Exception as exc:  # noqa: BLE001 - DynamoDB refused a page: finish what is claimed, report, stop
@@ -436,6 +439,7 @@ class Launcher:
         finally:
             with self._lock:
                 self._handed.pop(call_id, None)
+            self._not_waiting(call_id)
             slots.release()
 
     def _next_jobs(self, feeder: Feeder, count: int) -> list[Job]:
@@ -506,6 +510,7 @@ class Launcher:
             def on_sent() -> None:
                 grant.sent()
                 self._started_at(time.time())
+                self._not_waiting(call_id)
 
             sent = time.monotonic()
             try:
@@ -594,6 +599,33 @@ class Launcher:
             self._halt("dialling handed over to the next run")
             return False
         return True
+
+    def _enough_until_handover(self) -> bool:
+        """True once the jobs handed out and not started fill the time left before the hand-over: claiming
+        more would only give them back then (two wasted writes each, in a burst that delays the next
+        holder's takeover). The lease is released when the last of them has started."""
+        if self.lease is None or self._stop_starting_at == float("inf"):
+            return False
+        with self._lock:
+            if not self._handing_over:
+                waiting = len(self._unsent) + 1
+                self._handing_over = time.time() + waiting / self.settings.plivo_cps >= self._stop_starting_at
+            if not self._handing_over:
+                return False
+            self.stop_reason = self.stop_reason or "dialling handed over to the next run"
+            done = not self._unsent
+        if done:
+            self._release_lease()
+        return True
+
+    def _not_waiting(self, call_id: str) -> None:
+        """The job's call started, or the job ended without one; the last of them hands the lease over."""
+        with self._lock:
+            self._unsent.discard(call_id)
+            last = self._handing_over and not self._unsent and not self._released
+        if last:
+            log.info("launcher hands the dialling lease over", reason="its last handed-out call started")
+            self._release_lease()
 
     def _may_start_now(self) -> bool:
         """The last check before a call starts: not past the hand-over. A call it lets through is sending

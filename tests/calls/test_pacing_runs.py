@@ -117,3 +117,37 @@ def test_a_dead_holder_is_taken_over_after_the_lease_expires(repo, table, store,
     assert statuses["placed"] == len(seen)
     assert statuses["placed"] + statuses["unknown"] + statuses["pending"] == 150
     assert statuses["pending"] == 0, (statuses, summary)
+
+
+def test_the_holder_claims_no_more_than_it_can_start_before_the_hand_over(repo, table, store, sim):
+    """Claims run ahead of starts (a worker claims, then waits for its rate slot). Near its hand-over the
+    holder stops claiming once what it holds fills the time left, and hands the lease over when the last of
+    those has started: it gives (almost) no claimed job back, and the next holder dials on."""
+    cps = 5
+    sim.latency = 0.05
+    now = time.time()
+    for i in range(120):
+        repo.add(make_job(f"job-{i:04d}", due_at=now - 1000 + i))
+    summaries: dict[str, dict] = {}
+
+    def run(name: str, budget: float, after: float) -> None:
+        time.sleep(after)
+        launcher = launcher_for(repo, store, sim.url, cps=cps, run_budget=budget, lease=Lease(table))
+        summaries[name] = launcher.run()
+
+    threads = [
+        threading.Thread(target=run, args=("first", 3.5, 0.0)),
+        threading.Thread(target=run, args=("next", 8.5, 0.5)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    first, following = summaries["first"], summaries["next"]
+    assert first["placed"] >= 10 and following["placed"] >= 10, summaries
+    assert first["skipped"] <= 1, summaries  # before: a worker's worth of claims given back
+    seen = arrivals(sim)
+    assert dialled_twice(sim) == {}
+    assert max_in_one_second([t for t, _ in seen]) <= cps
+    statuses = Counter(j["status"] for j in repo.list())
+    assert statuses["placed"] == len(seen) == first["placed"] + following["placed"]
