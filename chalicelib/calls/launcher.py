@@ -112,12 +112,14 @@ class RateLimiter:
         self._sleep = sleep
 
     def seed(self, starts: list[float]) -> None:
-        """Count starts made elsewhere (another run, before a hand-over; `clock` times) as this limiter's."""
+        """Count starts made elsewhere (another run, before a hand-over; `clock` times) as this limiter's.
+        They were stamped on the wire by their own run; this run's first starts still go out on new
+        connections and count `cold_start` late (counting them warm let 51 starts into one second at a
+        CPS-50 hand-over)."""
         with self._lock:
             for start in sorted(starts):
                 self._starts.append(Grant(self, start))
                 self._last = max(self._last, start)
-            self._granted = max(self._granted, self.capacity)
 
     def acquire(
         self, cancelled: threading.Event | None = None, prepare: Callable[[], object] | None = None

@@ -13,6 +13,7 @@ second. A holder that dies simply stops renewing: the lease expires after LEASE_
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -80,6 +81,7 @@ class Lease:
         self.held_until = 0.0
         self.previous_starts: tuple[float, ...] = ()  # the previous holder's last starts (wall clock)
         self._renewed = 0.0
+        self._renewing = threading.Lock()
 
     def read(self) -> LeaseState:
         item = self.table.get_item(Key={"call_id": LEASE_ID}, ConsistentRead=True).get("Item")
@@ -158,10 +160,24 @@ class Lease:
         return True
 
     def still_held(self) -> bool:
-        """Renew every RENEW_EVERY seconds; False once the lease is lost (then no call may start)."""
+        """Renew every RENEW_EVERY seconds; False once the lease is lost (then no call may start).
+
+        Every worker asks before each start: one of them renews, and the others go on while the lease is
+        still theirs for a while (all of them renewing at once was a burst of writes every 10 s)."""
         now = self.clock()
         if now - self._renewed < RENEW_EVERY and now < self.held_until - 2.0:
             return True
+        if not self._renewing.acquire(blocking=False):
+            return now < self.held_until - 2.0
+        try:
+            if self.clock() - self._renewed < RENEW_EVERY and now < self.held_until - 2.0:
+                return True  # renewed by another worker just now
+            return self._renew()
+        finally:
+            self._renewing.release()
+
+    def _renew(self) -> bool:
+        now = self.clock()
         try:
             self.table.update_item(
                 Key={"call_id": LEASE_ID},

@@ -329,8 +329,9 @@ def test_no_grant_without_its_dial_time_check_after_a_late_wake_up():
 
 def test_a_runs_first_starts_count_late_for_their_new_connections():
     """The first `capacity` starts go out on new connections, which the server reads later: they count as
-    `cold_start` later, so the first start of the next window waits that much longer; a hand-over's seeded
-    starts come from warm connections and do not."""
+    `cold_start` later, so the first start of the next window waits that much longer. A hand-over's seeded
+    starts were stamped on the wire by the previous holder and count as they are, but the new holder's own
+    first starts are on new connections too (a new process) and count late."""
     clock = FakeClock(100.0)
     limiter = RateLimiter(2, margin=0.0, cold_start=0.1, clock=clock, sleep=clock.sleep)
     for _ in range(2):
@@ -342,7 +343,7 @@ def test_a_runs_first_starts_count_late_for_their_new_connections():
     second = handed.acquire()
     assert second is not None and clock.now == pytest.approx(101.6)  # the seeded start + 1 s
     second.sent()
-    assert handed.acquire() is not None and clock.now == pytest.approx(102.1)  # warm: 101.1 + 1 s
+    assert handed.acquire() is not None and clock.now == pytest.approx(102.2)  # cold: 101.1 + 0.1 + 1 s
 
 
 def test_a_cancelled_grant_gives_its_start_back():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
 import boto3
@@ -50,6 +51,43 @@ def test_one_holder_at_a_time_and_expiry(table):
     clock.now += pacing.LEASE_SECONDS + 1  # a died without renewing
     assert b.try_acquire()
     assert not a.still_held()  # the renewal fails: a must not start another call
+
+
+def test_many_workers_asking_at_the_renewal_time_renew_once(table):
+    """Every worker asks `still_held` before each start: at the renewal time one of them writes, the
+    others go on (the lease is still theirs), instead of a burst of writes from all of them."""
+    clock = FakeClock()
+    lease = pacing.Lease(table, clock, "a")
+    assert lease.try_acquire()
+    clock.now += pacing.RENEW_EVERY + 0.1
+    writes: list[int] = []
+    entered, release = threading.Event(), threading.Event()
+    real_update = table.update_item
+
+    def slow_update(**kwargs):
+        writes.append(1)
+        entered.set()
+        release.wait(5)  # the renewal is in flight while the other workers ask
+        return real_update(**kwargs)
+
+    table.update_item = slow_update
+    try:
+        answers: list[bool] = []
+        first = threading.Thread(target=lambda: answers.append(lease.still_held()))
+        first.start()
+        assert entered.wait(5)
+        others = [threading.Thread(target=lambda: answers.append(lease.still_held())) for _ in range(20)]
+        for thread in others:
+            thread.start()
+        for thread in others:
+            thread.join(5)
+        release.set()
+        first.join(5)
+    finally:
+        del table.update_item
+    assert answers == [True] * 21 and len(writes) == 1
+    assert lease.held_until == pytest.approx(clock.now + pacing.LEASE_SECONDS)
+    assert lease.still_held() and len(writes) == 1  # renewed: nothing to write for RENEW_EVERY
 
 
 def test_the_waiter_sweeps_shortly_before_its_turn_not_after_it(table):
