@@ -365,7 +365,7 @@ class Launcher:
                 if self._should_stop(started) or self._enough_until_handover():
                     return 0
                 slots.acquire()
-                if self._should_stop(started):
+                if self._should_stop(started) or self._enough_until_handover():
                     slots.release()
                     return 0
                 with self._lock:
