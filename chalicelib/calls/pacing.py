@@ -163,15 +163,21 @@ class Lease:
         """Renew every RENEW_EVERY seconds; False once the lease is lost (then no call may start).
 
         Every worker asks before each start: one of them renews, and the others go on while the lease is
-        still theirs for a while (all of them renewing at once was a burst of writes every 10 s)."""
+        still theirs for a while, or wait for that renewal's answer when it is not (all of them renewing
+        at once was a burst of writes every 10 s)."""
         now = self.clock()
         if now - self._renewed < RENEW_EVERY and now < self.held_until - 2.0:
             return True
         if not self._renewing.acquire(blocking=False):
-            return now < self.held_until - 2.0
+            if now < self.held_until - 2.0:
+                return True
+            self._renewing.acquire()
         try:
-            if self.clock() - self._renewed < RENEW_EVERY and now < self.held_until - 2.0:
-                return True  # renewed by another worker just now
+            now = self.clock()
+            if now - self._renewed < RENEW_EVERY and now < self.held_until - 2.0:
+                return True  # renewed by another worker meanwhile
+            if self.held_until == 0.0:
+                return False  # lost: another worker's renewal found it taken
             return self._renew()
         finally:
             self._renewing.release()

@@ -129,25 +129,26 @@ def test_the_holder_claims_no_more_than_it_can_start_before_the_hand_over(repo, 
     for i in range(120):
         repo.add(make_job(f"job-{i:04d}", due_at=now - 1000 + i))
     summaries: dict[str, dict] = {}
+    first_lease = Lease(table)
 
-    def run(name: str, budget: float, after: float) -> None:
-        time.sleep(after)
-        launcher = launcher_for(repo, store, sim.url, cps=cps, run_budget=budget, lease=Lease(table))
+    def run(name: str, budget: float, lease: Lease) -> None:
+        launcher = launcher_for(repo, store, sim.url, cps=cps, run_budget=budget, lease=lease)
         summaries[name] = launcher.run()
 
-    threads = [
-        threading.Thread(target=run, args=("first", 3.5, 0.0)),
-        threading.Thread(target=run, args=("next", 8.5, 0.5)),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
+    first = threading.Thread(target=run, args=("first", 3.5, first_lease))
+    following = threading.Thread(target=run, args=("next", 10.0, Lease(table)))
+    first.start()
+    deadline = time.monotonic() + 10
+    while first_lease.read().holder != first_lease.holder and time.monotonic() < deadline:
+        time.sleep(0.02)  # the next run starts once the first one dials, as a scheduled run would
+    following.start()
+    for thread in (first, following):
         thread.join(30)
-    first, following = summaries["first"], summaries["next"]
-    assert first["placed"] >= 10 and following["placed"] >= 10, summaries
-    assert first["skipped"] <= 1, summaries  # before: a worker's worth of claims given back
+    holder, successor = summaries["first"], summaries["next"]
+    assert holder["placed"] >= 10 and successor["placed"] >= 10, summaries
+    assert holder["skipped"] <= 1, summaries  # before: a worker's worth of claims given back
     seen = arrivals(sim)
     assert dialled_twice(sim) == {}
     assert max_in_one_second([t for t, _ in seen]) <= cps
     statuses = Counter(j["status"] for j in repo.list())
-    assert statuses["placed"] == len(seen) == first["placed"] + following["placed"]
+    assert statuses["placed"] == len(seen) == holder["placed"] + successor["placed"]
