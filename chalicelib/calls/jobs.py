@@ -220,15 +220,21 @@ class JobRepository:
     def query_status(
         self, status: str, due_before: float | None = None, page_size: int = 100
     ) -> Iterator[Job]:
-        """Jobs in `status` (due by `due_before`), oldest first, one GSI page in memory at a time."""
-        from boto3.dynamodb.conditions import Key
+        """Jobs in `status` (due by `due_before`), oldest first, one GSI page in memory at a time.
 
-        condition = Key("status").eq(str(status))
+        The condition is written out, not built from boto3's `Key`: the resource builds conditions with one
+        builder per client and resets it on every request, so a page read on the launcher's reader thread
+        while workers write could get another request's placeholders (a ValidationException in CI)."""
+        expression = "#s = :status"
+        values: dict[str, Any] = {":status": str(status)}
         if due_before is not None:
-            condition = condition & Key("due_at").lte(_num(due_before))
+            expression += " AND due_at <= :due"
+            values[":due"] = _num(due_before)
         kwargs: dict[str, Any] = {
             "IndexName": STATUS_INDEX,
-            "KeyConditionExpression": condition,
+            "KeyConditionExpression": expression,
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": values,
             "ScanIndexForward": True,
             "Limit": page_size,
         }
@@ -449,14 +455,13 @@ class JobRepository:
         )
 
     def outbox_jobs(self, limit: int = 500) -> Iterator[Job]:
-        """Jobs with events still to send, oldest first."""
-        from boto3.dynamodb.conditions import Key
-
+        """Jobs with events still to send, oldest first (the condition written out, as in query_status)."""
         from chalicelib.calls.events import OUTBOX_INDEX, OUTBOX_SHARD
 
         kwargs: dict[str, Any] = {
             "IndexName": OUTBOX_INDEX,
-            "KeyConditionExpression": Key("outbox_shard").eq(OUTBOX_SHARD),
+            "KeyConditionExpression": "outbox_shard = :shard",
+            "ExpressionAttributeValues": {":shard": OUTBOX_SHARD},
             "ScanIndexForward": True,
             "Limit": min(limit, 100),
         }
