@@ -135,17 +135,39 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """While the block runs, SIGINT, SIGTERM and SIGHUP set `stop` (the caller then stops its children);
     the previous handlers come back afterwards. `make run` gets SIGINT from a terminal's Ctrl-C, SIGTERM
-    or SIGINT from an IDE's stop button, SIGHUP when its terminal closes."""
+    or SIGINT from an IDE's stop button, SIGHUP when its terminal closes.
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
+    Signals reach `stop` through `signal.set_wakeup_fd`: the C-level handler writes the signal's number to
+    a pipe, whichever thread the kernel delivered it to, and a relay thread sets `stop`; the Python handler
+    does nothing. Setting the Event from a Python handler deadlocks: handlers run in the main thread
+    between bytecodes, so a second signal (SIGTERM to make's process group arrives twice, once from the
+    sender and once forwarded by make) runs inside the first handler's `Event.set()`, on a lock that is
+    not re-entrant. And a handler waits for the main thread to wake up, which a main thread blocked in
+    `Event.wait()` without a timeout never does when the signal went to another thread."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    def relay() -> None:
+        try:
+            if os.read(read_fd, 1):  # end-of-file (b"") is the block's end, not a stop
+                stop.set()
+        finally:
+            os.close(read_fd)
+
+    threading.Thread(target=relay, name="signal-relay", daemon=True).start()
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    previous = {sig: signal.signal(sig, _ignore) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        signal.set_wakeup_fd(previous_fd)
+        os.close(write_fd)  # the relay reads end-of-file and exits
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """Installed so that the default action (exit) does not run; the wake-up fd carries the stop."""
 
 
 def http_ready(url: str) -> Callable[[], bool]:

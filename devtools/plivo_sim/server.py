@@ -8,7 +8,6 @@ import concurrent.futures
 import io
 import json
 import random
-import signal
 import socket
 import struct
 import sys
@@ -30,6 +29,7 @@ from devtools.plivo_sim.call_api import (
 )
 from devtools.plivo_sim.callee import ANSWER_OF_STATUS, ScriptError, parse_scripts
 from devtools.plivo_sim.player import MAX_STEPS, MAX_TRANSFERS, CallPlayer, LiveCall, call_record
+from devtools.supervisor import stop_on_signals
 
 
 class PlivoSimulator(CallPlayer):
@@ -639,18 +639,20 @@ def main(argv: list[str] | None = None) -> int:
         ring_seconds=args.ring_seconds,
         log=logger,
     )
-    try:
-        sim.start()
-    except OSError as exc:
-        print(f"plivo-sim: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    print(f"plivo-sim listening on {sim.url}", flush=True)
     done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    while not done.wait(0.5):
-        pass
-    sim.stop()
+    # Handlers first: a stop sent as soon as the "listening" line is read must not find the default one.
+    # A second signal while the simulator stops is the same stop.
+    with stop_on_signals(done):
+        try:
+            sim.start()
+        except OSError as exc:
+            print(
+                f"plivo-sim: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr
+            )
+            return 2
+        print(f"plivo-sim listening on {sim.url}", flush=True)
+        done.wait()
+        sim.stop()
     return 0
 
 
