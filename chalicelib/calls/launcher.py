@@ -92,7 +92,7 @@ class RateLimiter:
     def __init__(
         self,
         cps: float,
-        margin: float = 0.02,
+        margin: float = 0.01,
         cold_start: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -785,7 +785,7 @@ class Launcher:
         assert self.lease is not None
         deadline = self._deadline(started)
         try:
-            got = self.lease.wait_turn(deadline - 5.0, before_turn=before_turn)
+            got = self.lease.wait_turn(deadline - 5.0, before_turn=before_turn, handover_at=deadline)
         except Exception as exc:  # noqa: BLE001 - without the lease no call may start; the next run retries
             log.error("cannot read the dialling lease; no call started", cause=logs.cause(exc))
             self.stop_reason = "dialling lease unavailable"
@@ -794,8 +794,7 @@ class Launcher:
             self.stop_reason = "another launcher run is dialling"
             log.info("launcher run ends: another run holds the dialling lease")
             return False
-        self.lease.announce_handover(deadline)
-        self._stop_starting_at = deadline
+        self._stop_starting_at = deadline  # announced with the take-over
         if self.lease.previous_starts:  # the previous holder's last second counts against this one's
             offset = time.monotonic() - time.time()
             self.limiter.seed([t + offset for t in self.lease.previous_starts])

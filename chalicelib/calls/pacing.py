@@ -25,6 +25,9 @@ LEASE_ID = "#launcher-lease"
 LEASE_SECONDS = 30.0
 RENEW_EVERY = 10.0
 BEFORE_TURN = 1.0  # seconds before the lease frees that a waiter does the work that needs no lease
+TURN_POLL_FROM = 0.5  # seconds before the announced turn that the waiter polls only by trying to take it
+TURN_POLL = 0.02
+TURN_POLL_FOR = 1.0  # seconds after the announced turn that it keeps polling so (the holder's last sends)
 RECENT_STARTS = 200  # start times handed over with the lease (more than any one second can hold)
 
 
@@ -87,22 +90,24 @@ class Lease:
         item = self.table.get_item(Key={"call_id": LEASE_ID}, ConsistentRead=True).get("Item")
         return state_of(item)
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self, handover_at: float | None = None) -> bool:
         """Take the lease if it is free, expired or released; True when this run holds it now. An announced
-        hand-over is not enough: the holder may still be starting its last calls until it releases."""
+        hand-over is not enough: the holder may still be starting its last calls until it releases.
+        `handover_at` is announced in the same write (one request less between two holders' calls)."""
         now = self.clock()
+        values: dict[str, Any] = {":me": self.holder, ":exp": _dec(now + LEASE_SECONDS), ":now": _dec(now)}
+        update = "SET holder = :me, expires_at = :exp, acquired_at = :now"
+        if handover_at is None:
+            update += " REMOVE handover_at, waiter"
+        else:
+            update += ", handover_at = :at REMOVE waiter"
+            values[":at"] = _dec(handover_at)
         try:
             reply = self.table.update_item(
                 Key={"call_id": LEASE_ID},
-                UpdateExpression=(
-                    "SET holder = :me, expires_at = :exp, acquired_at = :now REMOVE handover_at, waiter"
-                ),
-                ConditionExpression=("attribute_not_exists(holder) OR holder = :me OR expires_at <= :now"),
-                ExpressionAttributeValues={
-                    ":me": self.holder,
-                    ":exp": _dec(now + LEASE_SECONDS),
-                    ":now": _dec(now),
-                },
+                UpdateExpression=update,
+                ConditionExpression="attribute_not_exists(holder) OR holder = :me OR expires_at <= :now",
+                ExpressionAttributeValues=values,
                 ReturnValues="ALL_OLD",
             )
         except self.table.meta.client.exceptions.ConditionalCheckFailedException:
@@ -118,15 +123,20 @@ class Lease:
         deadline: float,
         sleep: Callable[[float], None] = time.sleep,
         before_turn: Callable[[], None] | None = None,
+        handover_at: float | None = None,
     ) -> bool:
-        """Wait (until `deadline`) for the holder to hand over or die, then take the lease. A run exits at
-        once when another run is already waiting or the lease frees only after its own deadline.
+        """Wait (until `deadline`) for the holder to hand over or die, then take the lease (announcing
+        `handover_at`). A run exits at once when another run is already waiting or the lease frees only
+        after its own deadline.
 
         `before_turn` runs once, as the registered waiter, about BEFORE_TURN seconds before the lease frees:
         work that needs no lease (the sweeps) is then done when the turn comes, not between two holders'
-        calls."""
+        calls. From TURN_POLL_FROM seconds before the turn the waiter only tries to take it, every
+        TURN_POLL seconds: the holder releases when its last call has started, and each poll's delay is
+        a gap in dialling."""
+        polled = False
         while True:
-            if self.try_acquire():
+            if self.try_acquire(handover_at):
                 return True
             state = self.read()
             at = free_at(state)
@@ -137,15 +147,27 @@ class Lease:
                 return False  # somebody else takes over next; this run has nothing to add
             if state.waiter is None and not self._register_waiter():
                 return False
-            lead = BEFORE_TURN if before_turn is not None else 0.0
-            if before_turn is not None and at - now <= lead:
+            if before_turn is not None and at - now <= BEFORE_TURN:
                 before_turn()
-                before_turn, lead = None, 0.0
+                before_turn = None
                 continue
-            pause = max(0.05, min(at - now - lead - 0.2, 5.0)) if at > now + lead + 0.3 else 0.05
-            sleep(pause)
+            if not polled and at - now <= TURN_POLL_FROM:
+                polled = True  # once per wait: a holder late to release is then polled at the usual pace
+                if self._take_at_turn(min(deadline, at + TURN_POLL_FOR), sleep, handover_at):
+                    return True
+                continue
+            wake = BEFORE_TURN if before_turn is not None else TURN_POLL_FROM
+            sleep(max(0.05, min(at - now - wake, 5.0)))
             if self.clock() > deadline:
                 return False
+
+    def _take_at_turn(self, until: float, sleep: Callable[[float], None], handover_at: float | None) -> bool:
+        """Try to take the lease every TURN_POLL seconds until `until`."""
+        while self.clock() <= until:
+            if self.try_acquire(handover_at):
+                return True
+            sleep(TURN_POLL)
+        return False
 
     def _register_waiter(self) -> bool:
         try:
@@ -197,10 +219,6 @@ class Lease:
         self.held_until = now + LEASE_SECONDS
         self._renewed = now
         return True
-
-    def announce_handover(self, at: float) -> None:
-        """Tell the waiting run when this one stops starting calls."""
-        self._set("SET handover_at = :at", {":at": _dec(at)})
 
     def release(self, starts: Iterable[float] = ()) -> None:
         """Hand the lease over now, with this holder's last start times for the next holder's limiter."""

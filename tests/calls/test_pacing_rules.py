@@ -95,9 +95,8 @@ def test_the_waiter_sweeps_shortly_before_its_turn_not_after_it(table):
     the holder hands over: the new holder's first call then follows the hand-over at once."""
     clock = FakeClock()
     a, b = pacing.Lease(table, clock, "a"), pacing.Lease(table, clock, "b")
-    assert a.try_acquire()
     start = clock.now
-    a.announce_handover(start + 30)
+    assert a.try_acquire(handover_at=start + 30)
     swept: list[float] = []
 
     def sleep(seconds: float) -> None:
@@ -115,6 +114,67 @@ def test_the_waiter_sweeps_shortly_before_its_turn_not_after_it(table):
     assert clock.now - start == pytest.approx(30, abs=0.5)
 
 
+def counting_writes(table) -> list[dict]:
+    writes: list[dict] = []
+    real_update = table.update_item
+
+    def update_item(**kwargs):
+        writes.append(kwargs)
+        return real_update(**kwargs)
+
+    table.update_item = update_item
+    return writes
+
+
+def test_taking_the_lease_announces_the_hand_over_in_the_same_write(table):
+    clock = FakeClock()
+    lease = pacing.Lease(table, clock, "a")
+    writes = counting_writes(table)
+    assert lease.try_acquire(handover_at=clock.now + 40)
+    assert len(writes) == 1
+    state = lease.read()
+    assert state.holder == "a" and state.handover_at == pytest.approx(clock.now + 40)
+    assert pacing.free_at(state) == pytest.approx(clock.now + 30)  # expiry comes first until renewed
+
+
+def test_the_waiter_takes_over_within_one_turn_poll_of_the_release(table):
+    """The holder releases when its last call has started, a little after its announced turn: the waiter
+    is then trying to take the lease every TURN_POLL seconds, not every 50 ms plus a read."""
+    clock = FakeClock()
+    a, b = pacing.Lease(table, clock, "a"), pacing.Lease(table, clock, "b")
+    turn = clock.now + 20
+    assert a.try_acquire(handover_at=turn)
+    released_at: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock.now >= turn + 0.013 and not released_at:
+            a.release([clock.now])
+            released_at.append(clock.now)
+
+    writes = counting_writes(table)
+    assert b.wait_turn(deadline=turn + 60, sleep=sleep, handover_at=turn + 50)
+    assert clock.now - released_at[0] <= pacing.TURN_POLL + 1e-6
+    tries = [w for w in writes if "holder = :me, expires_at = :exp" in w["UpdateExpression"]]
+    assert len(tries) <= (pacing.TURN_POLL_FROM + 0.013) / pacing.TURN_POLL + 8  # the tight poll, no more
+    assert b.read().handover_at == pytest.approx(turn + 50)
+
+
+def test_a_holder_late_to_release_is_polled_tightly_only_for_a_while(table):
+    """A holder that announced its turn and then died: the waiter polls every TURN_POLL for TURN_POLL_FOR
+    seconds after the turn, then at the usual pace until the lease expires."""
+    clock = FakeClock()
+    a, b = pacing.Lease(table, clock, "a"), pacing.Lease(table, clock, "b")
+    turn = clock.now + 5
+    assert a.try_acquire(handover_at=turn)  # expires at +30
+    writes = counting_writes(table)
+    assert b.wait_turn(deadline=clock.now + 100, sleep=clock.sleep)
+    assert clock.now == pytest.approx(turn + 25, abs=0.1)  # taken at expiry
+    tight = (pacing.TURN_POLL_FROM + pacing.TURN_POLL_FOR) / pacing.TURN_POLL
+    slow = (25 - pacing.TURN_POLL_FOR) / 0.05
+    assert tight <= len(writes) <= tight + slow + 10
+
+
 def test_a_free_lease_is_taken_at_once_without_the_early_sweep(table):
     clock = FakeClock()
     lease = pacing.Lease(table, clock, "a")
@@ -126,8 +186,7 @@ def test_a_free_lease_is_taken_at_once_without_the_early_sweep(table):
 def test_hand_over_keeps_a_second_between_holders(table):
     clock = FakeClock()
     a, b = pacing.Lease(table, clock, "a"), pacing.Lease(table, clock, "b")
-    assert a.try_acquire()
-    a.announce_handover(clock.now + 20)
+    assert a.try_acquire(handover_at=clock.now + 20)
     a.release([clock.now - 0.5, clock.now - 0.2])
     assert b.try_acquire()
     assert b.previous_starts == pytest.approx((clock.now - 0.5, clock.now - 0.2))
@@ -136,8 +195,7 @@ def test_hand_over_keeps_a_second_between_holders(table):
 def test_a_waiting_run_takes_over_at_the_announced_moment(table):
     clock = FakeClock()
     a, b, c = (pacing.Lease(table, clock, name) for name in "abc")
-    assert a.try_acquire()
-    a.announce_handover(clock.now + 30)
+    assert a.try_acquire(handover_at=clock.now + 30)
 
     def sleep(seconds: float) -> None:
         clock.sleep(seconds)
