@@ -213,3 +213,117 @@ def test_an_update_expression_is_parsed_once_and_each_request_still_gets_its_own
                 **({"ExpressionAttributeNames": names} if names else {}),
             )
             assert table.get_item(Key={"call_id": "x"})["Item"]["a"] == value
+
+
+BASE_ITEM = {
+    "call_id": "x",
+    "status": "pending",
+    "due_at": Decimal(5),
+    "a": "text",
+    "n": Decimal(3),
+    "l": ["one", "two", "three"],
+    "m": {"k1": {"k2": "deep"}, "k3": Decimal(1)},
+    "s": {"red", "green"},
+}
+VALUES = {
+    ":v": "value",
+    ":w": "other",
+    ":one": Decimal(1),
+    ":lst": ["four"],
+    ":nolist": [],
+    ":set": {"blue"},
+    ":str": "seven",
+    ":empty": "",
+    ":map": {"inner": {"deeper": ["x", Decimal(2)]}},
+}
+UPDATES = [
+    "SET a = :v",
+    "SET a = :v, b = :w REMOVE m.k3",
+    "SET #n.k3 = :v",
+    "SET m.k1.k2 = :v, m.k9 = :map",
+    "SET m.nope.k2 = :v",  # a missing map on the way: ValidationException
+    "SET l[1] = :v, l[7] = :w",
+    "SET l = list_append(l, :lst)",
+    "SET l = list_append(:lst, l), z = list_append(if_not_exists(z, :nolist), :lst)",
+    "SET n = n + :one, o = n - :one",
+    "SET p = if_not_exists(missing, :one) + :one",
+    "ADD n :one, s :set, newset :set",
+    "DELETE s :set",
+    "REMOVE l[0], l[2], m.k1",
+    "SET a = :missing",  # an undefined value
+    "SET #missing = :v",  # an undefined name
+    "SET call_id = :v",  # the table's key
+    "SET a = :v, a = :w",  # overlapping paths
+    "SET a = :v REMOVE a",
+    "SET n = :str + :one",  # type mismatch
+    "ADD a :one",
+    "SET a = :empty",
+    "SET #s = :empty",  # an index key: empty string refused
+    "SET #s = :v, due_at = :one",
+    "SET a = size(l)",  # not an update function: refused by the parser
+    "SET l[0] = l[1], l[1] = l[0]",
+]
+
+
+@pytest.mark.parametrize("expression", UPDATES)
+@pytest.mark.parametrize("return_values", ["NONE", "ALL_NEW", "UPDATED_OLD"])
+def test_update_expressions_validate_and_apply_as_moto_s_own(expression, return_values):
+    """The traversal and tree-copy parts against moto's own validator over the expression shapes DynamoDB
+    allows (and some it refuses): the same reply or error and the same stored item, twice in a row (the
+    second time from the cached tree)."""
+    fast_moto.install()
+    with mock_aws():
+        tables = [calls_table(name) for name in ("fast-update", "moto-update")]
+        for table in tables:
+            table.put_item(Item=BASE_ITEM)
+        names = {k: v for k, v in {"#n": "m", "#s": "status"}.items() if k in expression}
+        if "#missing" in expression:
+            names["#other"] = "a"
+        values = {k: v for k, v in VALUES.items() if k in expression.replace(":missing", "")}
+        kwargs = {"Key": {"call_id": "x"}, "UpdateExpression": expression, "ReturnValues": return_values}
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            for _ in range(2):
+                _all(True)
+                got = _outcome(tables[0], "update_item", kwargs)
+                _all(False)
+                want = _outcome(tables[1], "update_item", kwargs)
+                assert got == want
+            _all(False)
+            assert [t.get_item(Key={"call_id": "x"}).get("Item") for t in tables[:1]] == [
+                tables[1].get_item(Key={"call_id": "x"}).get("Item")
+            ]
+        finally:
+            _all(True)
+
+
+def test_the_tree_copy_equals_deepcopy_and_shares_nothing():
+    from copy import deepcopy
+
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    fast_moto.install()
+
+    def shape(node, parent=None):
+        if not hasattr(node, "children"):
+            return node
+        assert node.parent is parent
+        return (type(node).__name__, node.type, [shape(c, node) for c in node.children or []])
+
+    def nodes(node):
+        yield node
+        for child in getattr(node, "children", None) or []:
+            if hasattr(child, "children"):
+                yield from nodes(child)
+
+    for expression in UPDATES[:13] + UPDATES[16:19]:
+        tree = UpdateExpressionParser.make(expression)
+        fast = fast_moto._clone_tree(tree, None)
+        assert shape(fast) == shape(deepcopy(tree)) == shape(tree)
+        assert not {id(n) for n in nodes(fast)} & {id(n) for n in nodes(tree)}
+        assert all(
+            f.children is not t.children for f, t in zip(nodes(fast), nodes(tree), strict=True) if t.children
+        )
