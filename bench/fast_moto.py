@@ -322,17 +322,12 @@ def _traverse(traverser: Any, root: Any) -> Any:
     """moto's DepthFirstTraverser.traverse: children first, then the node through the first entry of the
     pass's `_processing_map` it is an instance of, the result put in the parent's place. The map's keys
     are fixed per pass class (its entries are bound methods), so the match is looked up once."""
-    from moto.dynamodb.parsing.ast_nodes import Node
-
     handlers = traverser._processing_map()
     pass_class = type(traverser)
 
     def visit(node: Any, child_id: int) -> Any:
         node_class = type(node)
-        is_node = _is_node.get(node_class)
-        if is_node is None:
-            is_node = _is_node[node_class] = isinstance(node, Node)
-        if not is_node:
+        if not _node_class(node_class):
             return node
         parent = node.parent
         if node.children is not None:

@@ -15,6 +15,8 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,24 @@ def run_python(code: str, timeout: float = 20) -> subprocess.CompletedProcess:
         timeout=timeout,
         check=False,
     )
+
+
+@contextmanager
+def child_process(argv: list[str], stderr: int | None = None) -> Iterator[subprocess.Popen]:
+    """A Python child of this checkout with its stdout piped; killed if a check fails."""
+    child = subprocess.Popen(
+        [sys.executable, *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True
+    )
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def python_code(code: str) -> list[str]:
+    return ["-c", textwrap.dedent(code)]
 
 
 def test_a_signal_while_the_main_thread_holds_the_events_lock_still_stops():
@@ -58,64 +78,38 @@ def test_a_signal_while_the_main_thread_holds_the_events_lock_still_stops():
 def test_a_signal_the_kernel_gives_another_thread_stops_a_main_thread_waiting_without_timeout():
     """A process-directed signal goes to any thread that does not block it. A Python handler runs only
     when the main thread next wakes up, and one blocked in `Event.wait()` without a timeout never does."""
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(
-                """
-                import signal, threading
-                from devtools.supervisor import stop_on_signals
-                stop = threading.Event()
-                with stop_on_signals(stop):
-                    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])  # main thread only
-                    print("ready", flush=True)
-                    stop.wait()
-                    print("stopped", flush=True)
-                """
-            ),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    code = """
+        import signal, threading
+        from devtools.supervisor import stop_on_signals
+        stop = threading.Event()
+        with stop_on_signals(stop):
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])  # main thread only
+            print("ready", flush=True)
+            stop.wait()
+            print("stopped", flush=True)
+        """
+    with child_process(python_code(code)) as child:
         assert child.stdout.readline().strip() == "ready"
         child.send_signal(signal.SIGTERM)
         out, _ = child.communicate(timeout=10)
         assert out.strip() == "stopped"
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
 
 
 def test_a_burst_of_stop_signals_at_a_waiting_loop_stops_it():
     """The shape of `make run`'s main loop, hit by signals as fast as they can be sent until it says it
     stopped (it stays in the block a moment after, so none of them finds the default handler)."""
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(
-                """
-                import threading, time
-                from devtools.supervisor import stop_on_signals
-                stop = threading.Event()
-                with stop_on_signals(stop):
-                    print("ready", flush=True)
-                    while not stop.wait(0.001):
-                        pass
-                    print("stopped", flush=True)
-                    time.sleep(1)
-                """
-            ),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    code = """
+        import threading, time
+        from devtools.supervisor import stop_on_signals
+        stop = threading.Event()
+        with stop_on_signals(stop):
+            print("ready", flush=True)
+            while not stop.wait(0.001):
+                pass
+            print("stopped", flush=True)
+            time.sleep(1)
+        """
+    with child_process(python_code(code)) as child:
         assert child.stdout.readline().strip() == "ready"
         fd = child.stdout.fileno()
         sent = 0
@@ -126,10 +120,6 @@ def test_a_burst_of_stop_signals_at_a_waiting_loop_stops_it():
         out, _ = child.communicate(timeout=10)
         assert out.strip() == "stopped", f"after {sent} signals"
         assert child.returncode == 0
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
 
 
 def test_the_block_restores_the_handlers_and_its_relay_ends():
@@ -147,22 +137,12 @@ def test_the_block_restores_the_handlers_and_its_relay_ends():
 
 @pytest.mark.parametrize("signals", [(signal.SIGTERM, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT)])
 def test_the_simulator_stops_on_back_to_back_signals(signals):
-    port = free_port()
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "devtools.plivo_sim", "--host", "127.0.0.1", "--port", str(port), "--quiet"]
-        + ["--auth-id", "MATEST00000000000000", "--auth-token", "token"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    argv = ["-m", "devtools.plivo_sim", "--host", "127.0.0.1", "--port", str(free_port()), "--quiet"]
+    with child_process(
+        argv + ["--auth-id", "MATEST00000000000000", "--auth-token", "token"], subprocess.STDOUT
+    ) as sim:
         assert "listening" in sim.stdout.readline()
         for sig in signals:
             sim.send_signal(sig)
         sim.communicate(timeout=10)
         assert sim.returncode == 0
-    finally:
-        if sim.poll() is None:
-            sim.kill()
-            sim.wait()
