@@ -26,8 +26,22 @@ DynamoDB's cost is per page. What this changes, in this process only (moto itsel
   built node by node instead of by `copy.deepcopy`; any other tree goes to `deepcopy`.
 - `lookup`: the handler methods of a response class are listed once, not with `inspect.getmembers` per
   request.
+- `conditions`: a ConditionExpression is split into tokens once per distinct expression (moto lexes it
+  with a dozen regular expressions, compiled per token, on every request); the names and values are
+  still looked up per request.
+- `actions`: the pass that allows one SET, REMOVE and ADD clause counts the clauses once, at the root;
+  moto recounts the whole subtree at every nested UpdateExpression node. A tree it would refuse goes
+  through moto's own pass, so the error raised is moto's.
+- `headers`: a request's header block is split by one regular expression, not by the email package's
+  feed parser (a tenth of a request's CPU); a block with anything unusual in it (a folded line, a name
+  outside RFC 5322's characters, a bare LF, no blank line at the end) still goes to the email parser.
+- `dispatch`: a DynamoDB request goes from the WSGI call straight to moto's DynamoDB handler, as moto's
+  Flask view would hand it over (same request object, same reply and headers, CORS's `*` included),
+  without Flask's request context, URL routing and response processing around it. Anything else
+  (another service, another path or method, a request with an Origin) still goes through Flask.
 - garbage collection: no full collections (they walk every stored item, holding the GIL for seconds).
-- `server`: keep-alive HTTP connections, the backend of a host looked up once, no log line per request.
+- `server`: keep-alive HTTP connections, the backend of a host looked up once, no log line per request
+  (not even formatted).
 
 The product's code, its requests and the benches' clients are unchanged; only the stand-in answers faster.
 """
@@ -36,11 +50,16 @@ from __future__ import annotations
 
 import bisect
 import copy
+import email.parser
 import gc
+import http.client
 import inspect
 import json
+import os
+import re
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from decimal import InvalidOperation
 from typing import Any
@@ -83,6 +102,10 @@ ENABLED = {
     "expressions": True,
     "traversal": True,
     "lookup": True,
+    "conditions": True,
+    "actions": True,
+    "dispatch": True,
+    "headers": True,
 }  # tests switch a part off to compare with moto
 _installed = False
 # One DynamoDB request at a time: DynamoDB applies each request atomically (moto does not serialize them,
@@ -111,6 +134,7 @@ def install() -> None:
 
     if ENABLED["server"]:
         _install_server()
+    _install_dispatch()
     handler = ddb_responses.DynamoHandler
     result_cls = ddb_responses.DynamoResult
     slow_execute = result_cls.execute_result
@@ -181,12 +205,40 @@ def install() -> None:
 
     UpdateExpressionParser.make = classmethod(make)  # type: ignore[method-assign,assignment]
 
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    slow_lex = ConditionExpressionParser._lex_condition_expression
+    lexed: dict[str, tuple] = {}
+    token = ConditionExpressionParser.Node
+
+    def lex_condition_expression(self: Any) -> Any:
+        # A pure function of the expression's text; moto's later steps build new nodes from these.
+        expression = self.condition_expression
+        if not ENABLED["conditions"] or not isinstance(expression, str):
+            return slow_lex(self)
+        tokens = lexed.get(expression)
+        if tokens is None:
+            tokens = tuple(slow_lex(self))  # a syntax error raises here, every time, as moto's does
+            if len(lexed) < 4096:
+                lexed[expression] = tokens
+        return deque(token(t.nonterminal, t.kind, t.text, t.value, []) for t in tokens)
+
+    ConditionExpressionParser._lex_condition_expression = lex_condition_expression  # type: ignore[method-assign]
+
     from moto.core import utils as core_utils
     from moto.dynamodb.parsing import ast_nodes
 
     slow_traverse = ast_nodes.DepthFirstTraverser.traverse
 
+    from moto.dynamodb.parsing import validators as validator_passes
+
     def traverse(self: Any, node: Any) -> Any:
+        if (
+            ENABLED["actions"]
+            and type(self) is validator_passes.ActionCountValidator
+            and _counts_allowed(self, node)
+        ):
+            return node
         return _traverse(self, node) if ENABLED["traversal"] else slow_traverse(self, node)
 
     ast_nodes.DepthFirstTraverser.traverse = traverse
@@ -309,11 +361,27 @@ def _clone_tree(node: Any, parent: Any, seen: set[int] | None = None) -> Any:
     return new
 
 
-def _node_class(cls: type) -> bool:
-    from moto.dynamodb.parsing.ast_nodes import Node
+def _counts_allowed(counter: Any, root: Any) -> bool:
+    """Whether the root UpdateExpression holds at most one clause of each kind. The pass checks that at
+    every UpdateExpression node and changes nothing; a nested one reaches only clauses the root's count
+    holds, so if the root passes, every node does."""
+    from moto.dynamodb.exceptions import TooManyClauses
+    from moto.dynamodb.parsing.ast_nodes import UpdateExpression
 
+    if type(root) is not UpdateExpression or root.parent is not None:
+        return False
+    try:
+        counter.verify_action_counts(root)
+    except TooManyClauses:
+        return False  # moto's own pass raises its error, from the node it finds first
+    return True
+
+
+def _node_class(cls: type) -> bool:
     is_node = _is_node.get(cls)
     if is_node is None:
+        from moto.dynamodb.parsing.ast_nodes import Node
+
         is_node = _is_node[cls] = issubclass(cls, Node)
     return is_node
 
@@ -396,11 +464,31 @@ def _install_server() -> None:
         DefaultSelector = DrainSelector
         EVENT_READ = selectors.EVENT_READ
 
+    slow_parse_headers = http.client.parse_headers
+
+    def parse_headers(fp: Any, _class: Any = http.client.HTTPMessage) -> Any:
+        # http.server reads a request's headers through this module function; only the server's own
+        # message class takes the short way (a client in this process parses its replies as before)
+        if _class is not _RequestHeaders or not ENABLED["headers"]:
+            return slow_parse_headers(fp, _class)
+        return _header_message(http.client._read_headers(fp), _class)  # type: ignore[attr-defined]
+
+    http.client.parse_headers = parse_headers  # type: ignore[assignment]
+    handler.MessageClass = _RequestHeaders
     handler.disable_nagle_algorithm = True  # a kept connection's reply is two writes: no 40 ms delayed ACK
     handler.handle_one_request = handle_one_request
     handler.send_header = send_header
     serving.selectors = Selectors  # type: ignore[assignment]
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    werkzeug_log = logging.getLogger("werkzeug")
+    werkzeug_log.setLevel(logging.WARNING)
+    slow_log_request = handler.log_request
+
+    def log_request(self: Any, code: Any = "-", size: Any = "-") -> None:
+        # werkzeug formats (and colours) the request line before the logger drops it at INFO
+        if werkzeug_log.isEnabledFor(logging.INFO):
+            slow_log_request(self, code, size)
+
+    handler.log_request = log_request
     dispatcher = werkzeug_app.DomainDispatcherApplication
     slow_backend = dispatcher.get_backend_for_host
     known: dict[str | None, Any] = {}
@@ -411,6 +499,84 @@ def _install_server() -> None:
         return known[host]
 
     dispatcher.get_backend_for_host = get_backend_for_host
+
+
+DYNAMODB_TARGET = "DynamoDB_20120810."
+
+
+def _install_dispatch() -> None:
+    """DynamoDB requests from the WSGI call to moto's handler, as `convert_to_flask_response` hands them
+    over, and the reply built as that view's Flask response, with the one header moto's app adds to every
+    reply through flask_cors (`Access-Control-Allow-Origin: *`, for a request without an Origin)."""
+    import flask
+    from botocore.exceptions import ClientError
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.moto_api import recorder
+    from moto.moto_server import werkzeug_app
+
+    dispatcher = werkzeug_app.DomainDispatcherApplication
+    slow_call = dispatcher.__call__
+
+    def wsgi_call(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+        if not (ENABLED["dispatch"] and _plain_dynamodb(environ)):
+            return slow_call(self, environ, start_response)
+        app = self.get_application(environ)
+        if getattr(app, "service", None) != "dynamodb":
+            return app(environ, start_response)
+        request = werkzeug_app.BackendRequest(environ)
+        recorder._record_request(request)
+        try:
+            result = DynamoHandler.dispatch(request, request.raw_url, dict(request.headers))
+        except ClientError as exc:
+            result = 400, {}, exc.response["Error"]["Message"]
+        status, headers, content = result if len(result) == 3 else (200, {}, result)
+        response = flask.Response(response=content, status=status, headers=headers)
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response(environ, start_response)
+
+    dispatcher.__call__ = wsgi_call  # type: ignore[method-assign]
+
+
+def _plain_dynamodb(environ: dict[str, Any]) -> bool:
+    """A DynamoDB API call moto's Flask app would route to DynamoHandler.dispatch, with nothing a CORS
+    rule or a path rule would answer differently."""
+    return (
+        environ.get("REQUEST_METHOD") == "POST"
+        and environ.get("PATH_INFO") == "/"
+        and not environ.get("QUERY_STRING")
+        and str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(DYNAMODB_TARGET)
+        and "HTTP_ORIGIN" not in environ
+        and "HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK" not in environ
+    )
+
+
+class _RequestHeaders(http.client.HTTPMessage):
+    """The message class of the server's request headers (http.server's own, by another name)."""
+
+
+# A header line the email parser splits as name, ":", value with nothing else to do: the name in RFC 5322's
+# field-name characters (the feed parser's own test), CRLF at the end, no CR or LF inside.
+_PLAIN_HEADER = re.compile(r"([\x21-\x39\x3b-\x7e]+):([^\r\n]*)\r\n")
+
+
+def _header_message(lines: list[bytes], message_class: Any) -> Any:
+    """http.client.parse_headers' message for the lines `_read_headers` read: the email parser's
+    (compat32: the value's leading blanks and line end dropped, a body of '') for plain lines."""
+    text = b"".join(lines).decode("iso-8859-1")
+    fields = []
+    if lines and lines[-1] == b"\r\n":
+        for line in lines[:-1]:
+            match = _PLAIN_HEADER.fullmatch(line.decode("iso-8859-1"))
+            if match is None:
+                break
+            fields.append((match[1], match[2].lstrip(" \t")))
+        else:
+            message = message_class()
+            for name, value in fields:
+                message.set_raw(name, value)
+            message.set_payload("")
+            return message
+    return email.parser.Parser(_class=message_class).parsestr(text)
 
 
 def _drained(request: Any) -> bool:
@@ -652,6 +818,9 @@ def bulk_write(
 
 
 def main(argv: list[str] | None = None) -> None:
+    # FAST_MOTO_OFF=part,part: moto's own code for those parts (tests compare the two over a socket)
+    for part in filter(None, os.environ.get("FAST_MOTO_OFF", "").split(",")):
+        ENABLED[part.strip()] = False
     install()
     # The tables are millions of long-lived objects: a full collection walks them all and holds the GIL
     # for up to seconds (requests stalled 2 s at CPS 50). Young collections still run; the full ones that
