@@ -15,10 +15,11 @@ from chalicelib.calls import pacing
 from chalicelib.calls.campaign_store import CampaignStore
 from chalicelib.calls.campaigns import Campaign
 from chalicelib.calls.pacing import Lease
-from tests.calls.launcherlib import make_job
+from tests.calls.launcherlib import AUTH_ID, AUTH_TOKEN, make_job
 from tests.calls.pacinglib import (
     CAMPAIGNS,
     arrivals,
+    call_id_of,
     create_campaigns_table,
     dialled_twice,
     launcher_for,
@@ -152,3 +153,38 @@ def test_the_holder_claims_no_more_than_it_can_start_before_the_hand_over(repo, 
     assert max_in_one_second([t for t, _ in seen]) <= cps
     statuses = Counter(j["status"] for j in repo.list())
     assert statuses["placed"] == len(seen) == holder["placed"] + successor["placed"]
+
+
+def test_a_waiting_run_plans_a_made_up_call_before_its_turn_and_dials_nothing(repo, table, sim):
+    """The waiter's work before its turn includes planning and preparing one made-up call (the first
+    call of a process pays phonenumbers', the zones' and the request machinery's first use, 160 ms under
+    load, which was a gap between two holders' calls). It is prepared while the other run still holds the
+    lease, and it is never sent nor written."""
+    from chalicelib.calls.plivo_api import PlivoClient
+
+    prepared: list[tuple[str, str | None]] = []
+
+    class RecordingPlivo(PlivoClient):  # the Plivo adapter, recording what is prepared and by whom held
+        def prepare_call(self, body):
+            prepared.append((call_id_of(body), holder_lease.read().holder))
+            return super().prepare_call(body)
+
+    sim.latency = 0.05
+    now = time.time()
+    for i in range(6):
+        repo.add(make_job(f"job-{i:04d}", due_at=now - 100 + i))
+    other = Lease(table, holder="other-run")
+    assert other.try_acquire(handover_at=time.time() + 1.5)
+    holder_lease = Lease(table)
+    launcher = launcher_for(repo, None, sim.url, cps=5, run_budget=8.0, lease=holder_lease)
+    launcher.plivo = RecordingPlivo(AUTH_ID, AUTH_TOKEN, sim.url, read_timeout=10.0)
+    releaser = threading.Timer(1.5, other.release)
+    releaser.start()
+    summary = launcher.run()
+    releaser.join()
+    assert summary["placed"] == 6, summary
+    assert prepared[0] == (launcher_module.WARM_UP_ID, "other-run")  # before the turn, as the waiter
+    assert [call_id for call_id, _ in prepared].count(launcher_module.WARM_UP_ID) == 1
+    assert {holder for _, holder in prepared[1:]} == {holder_lease.holder}
+    assert len(arrivals(sim)) == 6 and launcher_module.WARM_UP_ID not in {c for _, c in arrivals(sim)}
+    assert repo.get(launcher_module.WARM_UP_ID) is None
