@@ -148,8 +148,11 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     os.set_blocking(write_fd, False)
 
     def relay() -> None:
+        # Reads until the block ends (end-of-file), so the pipe stays open for every later signal: with
+        # its read end closed, each one made the C handler's write fail and Python print "Exception
+        # ignored" from the main thread, and a burst of them hung it inside that printing.
         try:
-            if os.read(read_fd, 1):  # end-of-file (b"") is the block's end, not a stop
+            while os.read(read_fd, 512):
                 stop.set()
         finally:
             os.close(read_fd)

@@ -12,6 +12,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -109,7 +110,7 @@ def test_a_burst_of_stop_signals_at_a_waiting_loop_stops_it():
             print("stopped", flush=True)
             time.sleep(1)
         """
-    with child_process(python_code(code)) as child:
+    with tempfile.TemporaryFile("w+") as errors, child_process(python_code(code), stderr=errors) as child:
         assert child.stdout.readline().strip() == "ready"
         fd = child.stdout.fileno()
         sent = 0
@@ -120,6 +121,8 @@ def test_a_burst_of_stop_signals_at_a_waiting_loop_stops_it():
         out, _ = child.communicate(timeout=10)
         assert out.strip() == "stopped", f"after {sent} signals"
         assert child.returncode == 0
+        errors.seek(0)
+        assert errors.read() == ""  # every signal's wake-up byte found the pipe open (no "Exception ignored")
 
 
 def test_the_block_restores_the_handlers_and_its_relay_ends():
