@@ -562,7 +562,6 @@ _PLAIN_HEADER = re.compile(r"([\x21-\x39\x3b-\x7e]+):([^\r\n]*)\r\n")
 def _header_message(lines: list[bytes], message_class: Any) -> Any:
     """http.client.parse_headers' message for the lines `_read_headers` read: the email parser's
     (compat32: the value's leading blanks and line end dropped, a body of '') for plain lines."""
-    text = b"".join(lines).decode("iso-8859-1")
     fields = []
     if lines and lines[-1] == b"\r\n":
         for line in lines[:-1]:
@@ -576,7 +575,7 @@ def _header_message(lines: list[bytes], message_class: Any) -> Any:
                 message.set_raw(name, value)
             message.set_payload("")
             return message
-    return email.parser.Parser(_class=message_class).parsestr(text)
+    return email.parser.Parser(_class=message_class).parsestr(b"".join(lines).decode("iso-8859-1"))
 
 
 def _drained(request: Any) -> bool:

@@ -8,7 +8,6 @@ import random
 import threading
 from decimal import Decimal
 
-import boto3
 import botocore.exceptions
 import pytest
 from boto3.dynamodb.conditions import Attr, Key
@@ -165,14 +164,7 @@ def test_the_server_keeps_dynamodb_connections_open_and_answers_each_request_its
         return real_new_conn(self)
 
     with fast_moto.FastMotoServer() as server:
-        env = local_aws.aws_env(server.url)
-        client = boto3.client(
-            "dynamodb",
-            endpoint_url=server.url,
-            region_name=env["AWS_DEFAULT_REGION"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        )
+        client = local_aws.client("dynamodb", server.url)
         local_aws.ensure_table(client, "kept")
         urllib3.connection.HTTPConnection._new_conn = counting_new_conn
         failures: list[str] = []
@@ -566,14 +558,7 @@ def _raw_replies(off: str) -> list:
     replies = []
     server = fast_moto.FastMotoServer().start(env={**os.environ, "FAST_MOTO_OFF": off})
     try:
-        env = local_aws.aws_env(server.url)
-        client = boto3.client(
-            "dynamodb",
-            endpoint_url=server.url,
-            region_name=env["AWS_DEFAULT_REGION"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        )
+        client = local_aws.client("dynamodb", server.url)
         local_aws.ensure_table(client, "raw")
         host, port = server.url.rsplit("//", 1)[1].split(":")
         for method, path, headers, body in RAW_REQUESTS:
