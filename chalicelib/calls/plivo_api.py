@@ -142,15 +142,17 @@ class PlivoClient:
         body: dict[str, Any] | None = None,
         prepared: PreparedRequest | None = None,
         on_sent: Callable[[], None] | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> CallResult:
         """POST one call (a body, or a request from prepare_call) and classify the outcome; never raises
-        for network or HTTP errors. `on_sent` runs the moment the request has been written to the socket
-        (after any connect and TLS handshake), before the reply: when the call started as Plivo sees it."""
+        for network or HTTP errors. `before_send` runs right before the request is written (after the
+        connection is taken from the pool), `on_sent` the moment it has been written to the socket (after
+        any connect and TLS handshake), before the reply: when the call started as Plivo sees it."""
         import requests
 
         if prepared is None:
             prepared = self.prepare_call(body or {})
-        _sending.callback = on_sent
+        _sending.before, _sending.callback = before_send, on_sent
         try:
             response = self._session.send(
                 prepared,
@@ -170,7 +172,7 @@ class PlivoClient:
         except requests.exceptions.RequestException as exc:
             return CallResult(Outcome.UNKNOWN, error=f"request error: {_short(exc)}")
         finally:
-            _sending.callback = None
+            _sending.before = _sending.callback = None
         return classify(response.status_code, _json(response), response.text)
 
     # --- call control and records (v2) ---------------------------------------------------------------
@@ -270,8 +272,9 @@ def _json(response: Response) -> dict[str, Any]:
 
 
 class _Sending(threading.local):
-    """The running request's `on_sent`, per thread: urllib3 sends on the caller's thread."""
+    """The running request's `before_send` and `on_sent`, per thread: urllib3 sends on the caller's thread."""
 
+    before: Callable[[], None] | None = None
     callback: Callable[[], None] | None = None
 
 
@@ -280,14 +283,18 @@ _sending = _Sending()
 
 @cache
 def _stamping_pools() -> dict[str, type]:
-    """urllib3 pools whose connections call `_sending.callback` once a request is on the wire: the
-    launcher paces by the moment a call starts, which can trail the rate-limit grant under CPU load."""
+    """urllib3 pools whose connections call `_sending.before` right before a request is written and
+    `_sending.callback` once it is on the wire: the launcher paces by the moment a call starts, which can
+    trail the rate-limit grant under CPU load."""
     from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
     from urllib3.connection import HTTPConnection, HTTPSConnection
 
     def stamping(base: type[Any]) -> type[Any]:
         class Stamping(base):  # type: ignore[misc]
             def request(self, *args: Any, **kwargs: Any) -> None:
+                before, _sending.before = _sending.before, None
+                if before is not None:
+                    before()
                 super().request(*args, **kwargs)
                 callback, _sending.callback = _sending.callback, None
                 if callback is not None:

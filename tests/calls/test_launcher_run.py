@@ -346,6 +346,72 @@ def test_a_runs_first_starts_count_late_for_their_new_connections():
     assert handed.acquire() is not None and clock.now == pytest.approx(102.2)  # cold: 101.1 + 0.1 + 1 s
 
 
+def test_an_early_grant_waits_at_the_socket_for_the_window():
+    """With `early`, a start is granted up to that much before the window allows it; `hold` (right before
+    the write) waits for the rest, so the stamps still keep the window, and the send delay after a grant
+    no longer adds to every window."""
+    clock = FakeClock(100.0)
+    limiter = RateLimiter(2, margin=0.0, cold_start=0.0, clock=clock, sleep=clock.sleep, early=0.05)
+    for _ in range(2):
+        grant = limiter.acquire()
+        grant.hold()
+        grant.sent()  # at 100.0 and 100.45
+    third = limiter.acquire()
+    assert clock.now == pytest.approx(100.95)  # granted 50 ms before the first start + 1 s
+    third.hold()
+    assert clock.now == pytest.approx(101.0)  # ...and on the wire only when the window allows it
+    third.sent()
+    assert third.sent_at == pytest.approx(101.0)
+
+
+def test_of_two_early_grants_the_second_through_its_hold_counts_the_first():
+    """Two grants held at once: neither counts the other while both wait (no slot is lost to a double
+    count), and whichever passes second counts the first as starting, so one window never takes both."""
+    clock = FakeClock(100.0)
+    limiter = RateLimiter(2, margin=0.0, cold_start=0.0, clock=clock, sleep=clock.sleep, early=0.5)
+    limiter.spacing = 0.0  # the window alone decides here
+    first = limiter.acquire()
+    first.hold()
+    first.sent()  # at 100.0
+    clock.now = 100.6
+    a, b = limiter.acquire(), limiter.acquire()  # b: 0.5 s early for the slot after a's
+    a.hold()
+    assert clock.now == pytest.approx(100.6)  # a fits: b, still in its hold, is not counted
+    b.hold()  # a is through its hold and unsent: it counts as now, so b waits for first + 1 s
+    assert clock.now == pytest.approx(101.0)
+    a.sent()
+    b.sent()
+    assert max_in_one_second([first.sent_at, a.sent_at, b.sent_at]) <= 2
+
+
+def test_early_grants_never_put_more_than_capacity_on_the_wire_in_any_window():
+    """Real threads, a real clock: workers that send at random moments after early grants."""
+    import random
+
+    limiter = RateLimiter(5, margin=0.0, cold_start=0.0, early=0.05)
+    stamps: list[float] = []
+    lock = threading.Lock()
+    end = time.monotonic() + 1.6
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        while time.monotonic() < end:
+            grant = limiter.acquire()
+            time.sleep(rng.uniform(0.0, 0.08))  # the send path after the grant
+            grant.hold()
+            grant.sent()
+            with lock:
+                stamps.append(grant.sent_at)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert max_in_one_second(sorted(stamps)) <= 5
+    assert len(stamps) >= 10
+
+
 def test_a_cancelled_grant_gives_its_start_back():
     clock = FakeClock(100.0)
     limiter = RateLimiter(1, margin=0.0, cold_start=0.0, clock=clock, sleep=clock.sleep)
@@ -384,9 +450,13 @@ def test_the_client_reports_the_moment_the_request_is_on_the_wire(sim):
     client = PlivoClient(AUTH_ID, AUTH_TOKEN, sim.url)
     body = {"from": "14155559999", "to": "14155550100", "answer_url": "https://example.com/a"}
     began = time.time()
-    result = client.create_call(body, on_sent=lambda: stamps.append(time.time()))
+    before: list[int] = []
+    result = client.create_call(
+        body, on_sent=lambda: stamps.append(time.time()), before_send=lambda: before.append(len(sim.requests))
+    )
     done = time.time()
     assert result.outcome == "placed" and len(stamps) == 1
+    assert before == [0]  # `before_send` ran once, before the simulator had the request
     arrived = sim.requests[0]["time"]
     assert began <= stamps[0] <= arrived + 0.05 and done - stamps[0] >= 0.25
     refused = PlivoClient(AUTH_ID, AUTH_TOKEN, "http://127.0.0.1:9")

@@ -113,7 +113,9 @@ class FakePlivo:
     def prepare_call(self, body: dict[str, Any]) -> dict[str, Any]:
         return body
 
-    def create_call(self, body: Any = None, prepared: Any = None, on_sent: Any = None) -> CallResult:
+    def create_call(
+        self, body: Any = None, prepared: Any = None, on_sent: Any = None, before_send: Any = None
+    ) -> CallResult:
         mode = self.modes.pop(0) if self.modes else "placed"
         call_id = parse_qs(urlsplit(prepared["hangup_url"]).query)["call_id"][0]
         job = self.repo.claimed[call_id]  # what this pass's claim returned: the job is dialing
