@@ -98,7 +98,7 @@ class RateLimiter:
     one's, so they count as `cold_start` later: the next second's starts on warm connections cannot
     overtake them. With `early`, a start is granted that much before the window allows it and its
     Grant's `hold`, right before the request is written, waits for the rest: the few milliseconds from a
-    grant to the socket then no longer add to every window (CPS 50 bench: a median window of 1.022 s -> 1.014 s).
+    grant to the socket then no longer add to every window (CPS 50 bench: median window 1.022 -> 1.014 s).
     """
 
     PACE = 0.9
