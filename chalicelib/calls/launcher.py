@@ -98,7 +98,8 @@ class RateLimiter:
     one's, so they count as `cold_start` later: the next second's starts on warm connections cannot
     overtake them. With `early`, a start is granted that much before the window allows it and its
     Grant's `hold`, right before the request is written, waits for the rest: the few milliseconds from a
-    grant to the socket then no longer add to every window (CPS 50 bench: median window 1.019-1.025 -> 1.014 s).
+    grant to the socket then no longer add to every window (CPS 50 bench: median window 1.019-1.025 ->
+    1.013-1.015 s).
     """
 
     PACE = 0.9

@@ -91,6 +91,7 @@ class PlivoClient:
         self.read_timeout = read_timeout
         self._lock = threading.Lock()
         self._pool_size = 0
+        self._send_settings: dict[str, Any] | None = None
         self._session = self._new_session()
         self.ensure_pool(pool_size)
 
@@ -152,12 +153,14 @@ class PlivoClient:
 
         if prepared is None:
             prepared = self.prepare_call(body or {})
+        settings = self._environment_settings()
         _sending.before, _sending.callback = before_send, on_sent
         try:
             response = self._session.send(
                 prepared,
                 timeout=(self.connect_timeout, self.read_timeout),
                 allow_redirects=False,
+                **settings,
             )
         except requests.exceptions.ConnectTimeout:
             return CallResult(Outcome.RETRY, error="connect timeout: request not sent")
@@ -174,6 +177,17 @@ class PlivoClient:
         finally:
             _sending.before = _sending.callback = None
         return classify(response.status_code, _json(response), response.text)
+
+    def _environment_settings(self) -> dict[str, Any]:
+        """The environment's proxies, CA bundle and client certificate for the Call API URL, looked up once
+        per client. `Session.send` alone would scan `os.environ` for proxies on every call (in the dialling
+        path, between the grant and the wire) and would never read REQUESTS_CA_BUNDLE, which `_request`
+        honours; the URL is fixed and a Lambda's environment does not change under a running process."""
+        settings = self._send_settings
+        if settings is None:
+            settings = dict(self._session.merge_environment_settings(self.call_url, {}, None, None, None))
+            self._send_settings = settings
+        return settings
 
     # --- call control and records (v2) ---------------------------------------------------------------
 

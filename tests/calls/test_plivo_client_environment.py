@@ -1,0 +1,150 @@
+"""The Call API client takes the environment's proxies and CA bundle, as `requests` does for any request,
+and looks them up once per client rather than on every call."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from chalicelib.calls.plivo_api import PlivoClient
+from tests.calls.launcherlib import AUTH_ID, AUTH_TOKEN
+
+BODY = {"from": "14155559999", "to": "14155550100", "answer_url": "https://example.com/a"}
+PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+NO_PROXY_VARIABLES = ("NO_PROXY", "no_proxy")
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """Answers every POST like Plivo's Call API and keeps its request line."""
+
+    lines: list[str]
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.lines.append(self.requestline)
+        reply = json.dumps({"message": "call fired", "request_uuid": "r-1", "api_id": "a-1"}).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def serve(context: ssl.SSLContext | None = None) -> tuple[ThreadingHTTPServer, list[str]]:
+    lines: list[str] = []
+    handler = type("Handler", (Recorder,), {"lines": lines})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, lines
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in PROXY_VARIABLES + NO_PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def proxy() -> Iterator[tuple[str, list[str]]]:
+    server, lines = serve()
+    yield f"http://127.0.0.1:{server.server_address[1]}", lines
+    server.shutdown()
+    server.server_close()
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key: trusted only where a CA bundle names it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "callflow test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_calls_go_through_the_environments_proxy_looked_up_once_per_client(clean_env, proxy):
+    url, lines = proxy
+    clean_env.setenv("HTTP_PROXY", url)
+    client = PlivoClient(AUTH_ID, AUTH_TOKEN, "http://plivo.invalid")
+    assert client.create_call(BODY).outcome == "placed"
+    assert lines == [f"POST http://plivo.invalid/v1/Account/{AUTH_ID}/Call/ HTTP/1.1"]
+
+    clean_env.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    assert client.create_call(BODY).outcome == "placed"  # the client's proxy is the one it looked up
+    assert len(lines) == 2
+    refused = PlivoClient(AUTH_ID, AUTH_TOKEN, "http://plivo.invalid").create_call(BODY)
+    assert refused.outcome == "retry" and len(lines) == 2  # a new client reads the environment anew
+
+
+def test_no_proxy_keeps_the_call_api_off_the_proxy(clean_env, proxy):
+    url, lines = proxy
+    server, direct = serve()
+    try:
+        clean_env.setenv("HTTP_PROXY", url)
+        clean_env.setenv("NO_PROXY", "127.0.0.1")
+        client = PlivoClient(AUTH_ID, AUTH_TOKEN, f"http://127.0.0.1:{server.server_address[1]}")
+        assert client.create_call(BODY).outcome == "placed"
+        assert lines == [] and direct == [f"POST /v1/Account/{AUTH_ID}/Call/ HTTP/1.1"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_calls_trust_the_ca_bundle_requests_ca_bundle_names(clean_env, tmp_path):
+    cert, key = self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server, lines = serve(context)
+    base = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        clean_env.delenv("CURL_CA_BUNDLE", raising=False)
+        clean_env.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        untrusted = PlivoClient(AUTH_ID, AUTH_TOKEN, base).create_call(BODY)
+        assert untrusted.outcome == "retry" and "TLS handshake failed" in (untrusted.error or "")
+        assert lines == []
+
+        clean_env.setenv("REQUESTS_CA_BUNDLE", str(cert))
+        client = PlivoClient(AUTH_ID, AUTH_TOKEN, base)
+        assert client.create_call(BODY).outcome == "placed"
+        assert lines == [f"POST /v1/Account/{AUTH_ID}/Call/ HTTP/1.1"]
+    finally:
+        server.shutdown()
+        server.server_close()
