@@ -118,20 +118,21 @@ METHOD = """\
   the report's page size) and counts them, same server, same run; whole processes both (start-up
   included); CPU seconds of each client process beside. Memory: the report's peak RSS (`wait4`) over
   100 000 jobs minus over 10 000.
-- **Pacing** (issue 13): `bench/pacing.py`. A scheduler starts a launcher run (`handlers.launch()`, each
-  in a process of its own, as Lambda runs them) every 20 s over one backlog, each with a Lambda-like
-  remaining time of 100 s (production: a one-minute schedule and a 300 s timeout, scaled down), 5 runs; the
-  runs hand the dialling lease over as in production. The backlog (every job due already) outlasts the
-  measured 100 s. Achieved / configured CPS is counted over the starts the simulator saw (300 ms per Call
-  API request; a start's time is the kernel's receive time of its request, SO_TIMESTAMPNS), from the first
-  to the last in the 100 s, and the most starts in any 1 s window; CPU per start of moto server and the
-  simulator, and the machine's busy share, from /proc. On its own `bench/fast_moto.py` server: moto's own
-  spends ~25 ms of one core per placed call (a new connection and thread per request, each UpdateExpression
-  parsed twice, every index page a sort of the table, full garbage collections of the stored items that
-  stall every request for up to 2 s) and tops out below 50 calls/s on this machine; fast_moto keeps
-  connections open, parses an expression once, keeps each index's sorted view through single-item writes,
-  answers one request at a time (as DynamoDB applies each atomically) and skips full collections
-  (tests/bench/test_fast_moto.py holds its replies, errors and pages equal to moto's own).
+- **Pacing** (issue 13): `bench/pacing.py`. A scheduler starts a launcher run (`handlers.launch()`, each in
+  a process of its own, as Lambda runs them) every 20 s over one backlog, each with a Lambda-like remaining
+  time of 100 s (production: a one-minute schedule and a 300 s timeout, scaled down), 5 runs; the runs hand
+  the dialling lease over as in production. The backlog (every job due already) outlasts the measured 100 s.
+  Achieved / configured CPS is counted over the starts the simulator saw (300 ms per Call API request; a
+  start's time is the kernel's receive time of its request, SO_TIMESTAMPNS), from the first to the last in
+  the 100 s, and the most starts in any 1 s window; CPU per start of moto server and the simulator, and the
+  machine's busy share, from /proc; CPU per placed call of the runs that dialled (their whole process,
+  `time.process_time()`, interpreter start and waiting for the lease included). On its own
+  `bench/fast_moto.py` server: moto's own spends ~25 ms of one core per placed call (a new connection and
+  thread per request, each UpdateExpression parsed twice, every index page a sort of the table, full garbage
+  collections of the stored items that stall every request for up to 2 s) and tops out below 50 calls/s on
+  this machine; fast_moto keeps connections open, parses an expression once, keeps each index's sorted view
+  through single-item writes, answers one request at a time (as DynamoDB applies each atomically) and skips
+  full collections (tests/bench/test_fast_moto.py holds its replies, errors and pages equal to moto's own).
 """
 
 

@@ -35,7 +35,7 @@ def _launch_worker(config: dict) -> dict:
         counter = harness.DynamoCounter(resources.dynamodb_resource().meta.client)
         deadline = time.monotonic() + config["timeout"]
         summary = handlers.launch(remaining_ms=lambda: int((deadline - time.monotonic()) * 1000))
-    return {"summary": summary, "dynamodb": counter.requests}
+    return {"summary": summary, "dynamodb": counter.requests, "cpu_s": time.process_time()}
 
 
 def _seed_worker(config: dict) -> dict:
@@ -89,6 +89,7 @@ def measure(moto: MotoServer, sim: launcher_throughput.SimProcess, env: dict, cp
     achieved = (len(dialling) / span) / cps if dialling else 0.0
     placed = sum(o["summary"].get("placed", 0) for o in outs)
     dynamo = sum(o["dynamodb"] for o in outs)
+    dialling_cpu = sum(o["cpu_s"] for o in outs if o["summary"].get("placed"))
     return {
         "cps": cps,
         "runs": runs,
@@ -103,6 +104,8 @@ def measure(moto: MotoServer, sim: launcher_throughput.SimProcess, env: dict, cp
         # Where the machine's CPU went while measured: moto server (the local DynamoDB) is the first limit.
         "moto_cpu_ms_per_start": _per_start(cpu_after[0] - cpu_before[0], starts),
         "sim_cpu_ms_per_start": _per_start(cpu_after[1] - cpu_before[1], starts),
+        # The runs that dialled, their whole process (interpreter start and waiting included) per placed call.
+        "launcher_cpu_ms_per_call": round(dialling_cpu * 1000 / placed, 2) if placed else float("nan"),
         "machine_cpu_busy": _busy_fraction(cpu_before[2], cpu_after[2]),
     }
 
@@ -151,9 +154,9 @@ def _run(moto: MotoServer, quick: bool) -> tuple[list[Result], dict]:
                 ),
                 Result(
                     "pacing",
-                    f"{tag}: CPU per start of moto server / the simulator; machine busy",
-                    f"{out['moto_cpu_ms_per_start']} / {out['sim_cpu_ms_per_start']} ms; "
-                    f"{out['machine_cpu_busy']:.0%}",
+                    f"{tag}: CPU per start of moto server / the simulator / the dialling runs; machine busy",
+                    f"{out['moto_cpu_ms_per_start']} / {out['sim_cpu_ms_per_start']} / "
+                    f"{out['launcher_cpu_ms_per_call']} ms; {out['machine_cpu_busy']:.0%}",
                     "",
                     None,
                 ),
