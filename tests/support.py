@@ -8,9 +8,12 @@ events and V3 signatures from `devtools.events`, each signature checked by plivo
 
 from __future__ import annotations
 
+import json
+import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -149,3 +152,32 @@ SPEC_SETTINGS = {
 # README's table". These are those (the README's settings table names them).
 README_V2_SETTINGS = {"CAMPAIGNS_TABLE"}
 SETTINGS = SPEC_SETTINGS | README_V2_SETTINGS
+
+
+# ---------------------------------------------------------------- a stand-in for the Call API
+
+
+def call_api_server(
+    on_post: Callable[[BaseHTTPRequestHandler, bytes], None], context: ssl.SSLContext | None = None
+) -> ThreadingHTTPServer:
+    """A local HTTP(S) server, already serving, that answers every POST as Plivo's Call API accepts a call
+    and hands each request (its handler and raw body) to `on_post`. The caller shuts it down."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            on_post(self, self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            reply = json.dumps({"message": "call fired", "request_uuid": "r-1", "api_id": "a-1"}).encode()
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

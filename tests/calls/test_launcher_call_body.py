@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import json
-import threading
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import plivo
 import pytest
 
 from chalicelib.calls.call_body import JobInvalid, build_call_body
 from tests.calls.launcherlib import AUTH_ID, AUTH_TOKEN, BASE
+from tests.support import call_api_server
 
 
 @pytest.fixture
 def capture():
     """A local HTTP server that records each JSON body it is sent and answers like Plivo."""
     bodies: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            bodies.append(json.loads(raw))
-            reply = json.dumps({"message": "call fired", "request_uuid": "r-1", "api_id": "a-1"}).encode()
-            self.send_response(201)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = call_api_server(lambda handler, raw: bodies.append(json.loads(raw)))
     yield f"http://127.0.0.1:{server.server_address[1]}", bodies
     server.shutdown()
     server.server_close()

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import json
 import ssl
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,39 +18,17 @@ from cryptography.x509.oid import NameOID
 
 from chalicelib.calls.plivo_api import PlivoClient
 from tests.calls.launcherlib import AUTH_ID, AUTH_TOKEN
+from tests.support import call_api_server
 
 BODY = {"from": "14155559999", "to": "14155550100", "answer_url": "https://example.com/a"}
 PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 NO_PROXY_VARIABLES = ("NO_PROXY", "no_proxy")
 
 
-class Recorder(BaseHTTPRequestHandler):
-    """Answers every POST like Plivo's Call API and keeps its request line."""
-
-    lines: list[str]
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.lines.append(self.requestline)
-        reply = json.dumps({"message": "call fired", "request_uuid": "r-1", "api_id": "a-1"}).encode()
-        self.send_response(201)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def serve(context: ssl.SSLContext | None = None) -> tuple[ThreadingHTTPServer, list[str]]:
+    """A Call API stand-in that keeps each request line."""
     lines: list[str] = []
-    handler = type("Handler", (Recorder,), {"lines": lines})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    if context is not None:
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, lines
+    return call_api_server(lambda handler, raw: lines.append(handler.requestline), context), lines
 
 
 @pytest.fixture
