@@ -8,7 +8,9 @@ or runs out of memory, at one of two moments:
   after-claim   right after DynamoDB accepted a claim (pending -> dialing), before any call is placed
   after-dial    right before the launcher records Plivo's answer (the call was placed)
 
-It prints `KILLED <call_id>` just before dying; exit code 17 means the kill happened.
+It prints `KILLED <call_id>` just before dying; exit code 17 means the kill happened. With `dialling` it
+hooks nothing: it dials with a 3 s dialling lease renewed every second (so a test need not wait 30 s for a
+dead holder's lease), and the test kills it from outside whenever it likes.
 """
 
 from __future__ import annotations
@@ -54,7 +56,11 @@ def main(moment: str) -> int:
         if str(request.get("ConditionExpression", "")).startswith("#s = :dialing"):
             die(request["Key"]["call_id"]["S"])
 
-    if moment == "after-claim":
+    if moment == "dialling":
+        from chalicelib.calls import pacing
+
+        pacing.LEASE_SECONDS, pacing.RENEW_EVERY = 3.0, 1.0
+    elif moment == "after-claim":
         events.register("after-call.dynamodb.UpdateItem", after_claim)
     elif moment == "after-dial":
         events.register("before-call.dynamodb.UpdateItem", before_result)

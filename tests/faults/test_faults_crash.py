@@ -2,13 +2,15 @@
 `unknown` at a later pass, and a late hangup callback still settles it.
 
 A moto server process holds the table so its state survives the kill; the pass runs in its own process
-(crash_runner.py) with the real launcher and dies through a botocore hook on its DynamoDB client. Plivo is
-the simulator in this process.
+(crash_runner.py) with the real launcher and dies through a botocore hook on its DynamoDB client, or by a
+SIGKILL from the test while it holds the dialling lease mid-backlog (issue 13: the next run takes over).
+Plivo is the simulator in this process.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ import pytest
 from chalicelib import handlers, resources
 from chalicelib.calls import launcher, pacing
 from devtools.local_aws import MotoServer
+from tests.calls.pacinglib import arrivals, max_in_one_second
 from tests.faults.faultlib import (
     ENV,
     ROOT,
@@ -55,15 +58,25 @@ def stack(moto_server, env, plivo_env):
     return moto_server, ids
 
 
-def run_and_kill(moment: str, moto_url: str, sim_url: str) -> list[str]:
+def runner_env(moto_url: str, sim_url: str, cps: int) -> dict[str, str]:
+    """The dying pass's environment: the tests' Lambda settings, moto server's and the simulator's URLs."""
     environment = {key: value for key, value in os.environ.items() if key not in ENV}
     environment.update(ENV)
     environment.update(
-        {"AWS_ENDPOINT_URL": moto_url, "PLIVO_API_URL": sim_url, "PLIVO_CPS": "5", "PYTHONPATH": str(ROOT)}
+        {
+            "AWS_ENDPOINT_URL": moto_url,
+            "PLIVO_API_URL": sim_url,
+            "PLIVO_CPS": str(cps),
+            "PYTHONPATH": str(ROOT),
+        }
     )
+    return environment
+
+
+def run_and_kill(moment: str, moto_url: str, sim_url: str) -> list[str]:
     done = subprocess.run(
         [sys.executable, str(RUNNER), moment],
-        env=environment,
+        env=runner_env(moto_url, sim_url, 5),
         capture_output=True,
         text=True,
         timeout=120,
@@ -191,3 +204,51 @@ def test_killed_between_dial_and_record(stack, sim):
     for call_id in placed_before:
         job = settle(call_id, uuids[call_id])
         assert job["status"] == "completed", job
+
+
+@pytest.mark.slow
+def test_the_dialling_run_killed_mid_backlog_is_taken_over_by_the_next_run(stack, sim, env):
+    """SIGKILL to the process of the run that holds the dialling lease, while it dials a backlog: the next
+    run takes over once the dead holder's lease has expired, dials every job the dead run had not claimed,
+    and nothing is dialled twice or lost (the dead run's claimed jobs are settled by the `dialing` sweep)."""
+    moto_url, ids = stack
+    repo = resources.job_repository()
+    now = time.time()
+    ids += [f"crash-{i:03d}" for i in range(40, 160)]
+    for i, call_id in enumerate(ids[40:], start=40):
+        repo.add(make_job(call_id, due_at=now - 200 + i, to=f"14155501{i:03d}"))
+    env.setattr(pacing, "LEASE_SECONDS", 3.0)  # as the dead run's (crash_runner.py "dialling")
+    env.setattr(pacing, "RENEW_EVERY", 1.0)
+    dying = subprocess.Popen(
+        [sys.executable, str(RUNNER), "dialling"],
+        env=runner_env(moto_url, sim.url, 10),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=str(ROOT),
+    )
+    try:
+        assert sim.wait_for(lambda s: len(arrivals(s)) >= 30, timeout=60), "the run never dialled"
+    finally:
+        dying.send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        assert dying.wait(10) == -signal.SIGKILL
+    settled_statuses()
+    dead_run = [call_id for stamp, call_id in arrivals(sim) if stamp <= killed_at]
+    assert 30 <= len(dead_run) < len(ids) - 40, "not killed mid-backlog"
+
+    summary = handlers.launch()  # the next scheduled run: waits for the dead holder's lease, then dials
+    new_run = [(stamp, call_id) for stamp, call_id in arrivals(sim) if stamp > killed_at]
+    assert new_run, summary
+    assert min(stamp for stamp, _ in new_run) >= killed_at + 1.0  # not before the dead lease expired
+    assert max_in_one_second([stamp for stamp, _ in arrivals(sim)]) <= 50
+    assert dialled(sim.calls) == {call_id: 1 for _, call_id in arrivals(sim)}  # none twice
+
+    jobs = settled_statuses()
+    assert sorted(jobs) == sorted(ids), "a job was lost"
+    crashed = {call_id for call_id, job in jobs.items() if job["status"] == "dialing"}
+    assert all(jobs[c]["status"] == "placed" for _, c in new_run)
+    assert {c for c, job in jobs.items() if job["status"] != "placed"} == crashed  # no job left pending
+    assert crashed and crashed <= set(dead_run) | (set(ids) - {c for _, c in arrivals(sim)})
+    assert later_pass(STALE)["unknown"] == len(crashed)  # the sweep settles them, never redials
+    assert dialled(sim.calls) == {call_id: 1 for _, call_id in arrivals(sim)}
+    assert all(statuses()[c]["status"] == "unknown" for c in crashed)
