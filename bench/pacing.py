@@ -101,7 +101,7 @@ def measure(moto: MotoServer, sim: launcher_throughput.SimProcess, env: dict, cp
         "placed": placed,
         "dynamodb_per_call": dynamo / placed if placed else float("inf"),
         "summaries": [o["summary"] for o in outs],
-        # Where the machine's CPU went while measured: moto server (the local DynamoDB) is the first limit.
+        # Where the machine's CPU went while measured: moto server, the simulator and the dialling runs.
         "moto_cpu_ms_per_start": _per_start(cpu_after[0] - cpu_before[0], starts),
         "sim_cpu_ms_per_start": _per_start(cpu_after[1] - cpu_before[1], starts),
         # The runs that dialled, their whole process (interpreter start and waiting included) per placed call.
