@@ -807,14 +807,16 @@ class Launcher:
             self._finish(call_id, "failed", JobStatus.FAILED, job=job, last_error=result.error)
             log.warning("call rejected by Plivo", cause=result.error, **fields)
         elif result.outcome == Outcome.CONFIG_ERROR:
-            # PLIVO_API_URL is wrong for every job: stop at the first such reply, fail nothing.
+            # PLIVO_API_URL (a reply) or this environment (no reply: a CA bundle path that does not exist)
+            # is wrong for every job: stop at the first, fail nothing.
             self._finish(call_id, "skipped", JobStatus.PENDING)
-            if self._halt(f"PLIVO_API_URL is not Plivo's Call API (HTTP {result.status})"):
-                log.error(
-                    "launcher configuration error; run stopped",
-                    cause=f"PLIVO_API_URL {self.plivo.base_url} answered: {result.error}",
-                    **fields,
-                )
+            if result.status is None:
+                reason, cause = "the Call API request cannot be sent from here", str(result.error)
+            else:
+                reason = f"PLIVO_API_URL is not Plivo's Call API (HTTP {result.status})"
+                cause = f"PLIVO_API_URL {self.plivo.base_url} answered: {result.error}"
+            if self._halt(reason):
+                log.error("launcher configuration error; run stopped", cause=cause, **fields)
         else:
             self._finish(call_id, "failed", JobStatus.FAILED, job=job, last_error=result.error)
             log.warning("call rejected by Plivo", cause=result.error, **fields)

@@ -26,10 +26,14 @@ class Outcome(StrEnum):
     UNKNOWN = "unknown"  # sent, no answer: a call may exist
     FAILED = "failed"  # 400/403: Plivo refused this job
     AUTH_ERROR = "auth_error"  # 401: the credentials are wrong for every job
-    CONFIG_ERROR = "config_error"  # 3xx or 404: PLIVO_API_URL is not Plivo's Call API, for every job
+    CONFIG_ERROR = "config_error"  # 3xx, 404 or unsendable here: wrong for every job, nothing sent
 
 
 SUCCESS = (200, 201, 202)
+# requests turns every network failure into a RequestException; a bare OSError out of `Session.send` comes
+# from setting the request up here, before anything is written (a CA bundle or client certificate path that
+# does not exist): the same for every request until the environment is fixed.
+NOT_SENT = "request not sent, it cannot be set up here"
 
 
 @dataclass(frozen=True)
@@ -117,14 +121,11 @@ class PlivoClient:
 
     def ensure_pool(self, size: int) -> None:
         """Keep at least `size` connections alive, one per worker, so every worker reuses its socket."""
-        from requests.adapters import HTTPAdapter
-
         with self._lock:
             if size <= self._pool_size:
                 return
             # max_retries=0: never resend a POST that may have placed a call.
-            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=size, max_retries=0)
-            adapter.poolmanager.pool_classes_by_scheme = _stamping_pools()
+            adapter = _stamping_adapter()(pool_connections=2, pool_maxsize=size, max_retries=0)
             self._session.mount("https://", adapter)
             self._session.mount("http://", adapter)
             self._pool_size = size
@@ -174,6 +175,8 @@ class PlivoClient:
             return CallResult(Outcome.UNKNOWN, error=f"connection lost after sending: {_short(exc)}")
         except requests.exceptions.RequestException as exc:
             return CallResult(Outcome.UNKNOWN, error=f"request error: {_short(exc)}")
+        except OSError as exc:  # after RequestException, which is one
+            return CallResult(Outcome.CONFIG_ERROR, error=f"{NOT_SENT}: {_short(exc)}")
         finally:
             _sending.before = _sending.callback = None
         return classify(response.status_code, _json(response), response.text)
@@ -249,6 +252,8 @@ class PlivoClient:
             return ApiResult(None, error=f"connection lost after sending: {_short(exc)}")
         except requests.exceptions.RequestException as exc:
             return ApiResult(None, error=f"request error: {_short(exc)}")
+        except OSError as exc:
+            return ApiResult(None, error=f"{NOT_SENT}: {_short(exc)}", sent=False)
         payload = _json(response)
         error = None
         if response.status_code not in SUCCESS:
@@ -323,6 +328,27 @@ def _stamping_pools() -> dict[str, type]:
         ConnectionCls = stamping(HTTPSConnection)
 
     return {"http": Http, "https": Https}
+
+
+@cache
+def _stamping_adapter() -> type[Any]:
+    """requests' HTTPAdapter whose pools stamp sends (`_stamping_pools`), direct or through an HTTP(S)
+    proxy from the environment (requests keeps a separate pool manager per proxy). SOCKS proxies keep
+    their own pools, so their sends are stamped after the reply, which only counts them later."""
+    from requests.adapters import HTTPAdapter
+
+    class StampingAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = _stamping_pools()
+
+        def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+            if not proxy.lower().startswith("socks"):
+                manager.pool_classes_by_scheme = _stamping_pools()
+            return manager
+
+    return StampingAdapter
 
 
 def _never_connected(exc: BaseException) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import ssl
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
@@ -17,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from chalicelib.calls.plivo_api import PlivoClient
-from tests.calls.launcherlib import AUTH_ID, AUTH_TOKEN
+from tests.calls.launcherlib import AUTH_ID, AUTH_TOKEN, make_job
+from tests.calls.pacinglib import launcher_for
 from tests.support import call_api_server
 
 BODY = {"from": "14155559999", "to": "14155550100", "answer_url": "https://example.com/a"}
@@ -80,8 +82,13 @@ def test_calls_go_through_the_environments_proxy_looked_up_once_per_client(clean
     url, lines = proxy
     clean_env.setenv("HTTP_PROXY", url)
     client = PlivoClient(AUTH_ID, AUTH_TOKEN, "http://plivo.invalid")
-    assert client.create_call(BODY).outcome == "placed"
+    hooks: list[str] = []
+    placed = client.create_call(
+        BODY, before_send=lambda: hooks.append("before"), on_sent=lambda: hooks.append("sent")
+    )
+    assert placed.outcome == "placed"
     assert lines == [f"POST http://plivo.invalid/v1/Account/{AUTH_ID}/Call/ HTTP/1.1"]
+    assert hooks == ["before", "sent"]  # the launcher's hold and start stamp work through a proxy too
 
     clean_env.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
     assert client.create_call(BODY).outcome == "placed"  # the client's proxy is the one it looked up
@@ -124,3 +131,32 @@ def test_calls_trust_the_ca_bundle_requests_ca_bundle_names(clean_env, tmp_path)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_ca_bundle_path_that_does_not_exist_sends_nothing_and_raises_nothing(clean_env, tmp_path):
+    missing = tmp_path / "no-such-bundle.pem"
+    clean_env.setenv("REQUESTS_CA_BUNDLE", str(missing))
+    client = PlivoClient(AUTH_ID, AUTH_TOKEN, "https://127.0.0.1:9")
+    result = client.create_call(BODY)
+    assert result.outcome == "config_error" and result.status is None
+    assert result.error is not None and "not sent" in result.error and str(missing) in result.error
+    record = client.call_record("abc-123")
+    assert record.status is None and record.sent is False and "not sent" in (record.error or "")
+
+
+def test_a_run_whose_call_api_request_cannot_be_set_up_stops_and_leaves_every_job_pending(
+    clean_env, tmp_path, repo, caplog
+):
+    clean_env.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "no-such-bundle.pem"))
+    for i in range(3):
+        repo.add(make_job(f"job-{i}"))
+    run = launcher_for(repo, None, "https://127.0.0.1:9")
+    with caplog.at_level(logging.ERROR, logger="callflow"):
+        summary = run.run()
+    assert summary["placed"] == summary["failed"] == summary["unknown"] == 0
+    assert run.stop_reason == "the Call API request cannot be sent from here"
+    jobs = repo.list()
+    assert [job["status"] for job in jobs] == ["pending"] * 3  # none left `dialing`, none failed
+    assert all(not job.get("attempts") for job in jobs)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ["launcher configuration error; run stopped"]
