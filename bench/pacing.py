@@ -154,7 +154,8 @@ def _run(moto: MotoServer, quick: bool) -> tuple[list[Result], dict]:
                 ),
                 Result(
                     "pacing",
-                    f"{tag}: CPU per start of moto server / the simulator / the dialling runs; machine busy",
+                    f"{tag}: CPU of moto server / the simulator per start, of the dialling runs per placed "
+                    "call; machine busy",
                     f"{out['moto_cpu_ms_per_start']} / {out['sim_cpu_ms_per_start']} / "
                     f"{out['launcher_cpu_ms_per_call']} ms; {out['machine_cpu_busy']:.0%}",
                     "",
