@@ -8,11 +8,12 @@ events and V3 signatures from `devtools.events`, each signature checked by plivo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -157,11 +158,12 @@ SETTINGS = SPEC_SETTINGS | README_V2_SETTINGS
 # ---------------------------------------------------------------- a stand-in for the Call API
 
 
+@contextlib.contextmanager
 def call_api_server(
     on_post: Callable[[BaseHTTPRequestHandler, bytes], None], context: ssl.SSLContext | None = None
-) -> ThreadingHTTPServer:
-    """A local HTTP(S) server, already serving, that answers every POST as Plivo's Call API accepts a call
-    and hands each request (its handler and raw body) to `on_post`. The caller shuts it down."""
+) -> Iterator[str]:
+    """A local HTTP(S) server, serving while the block runs, that answers every POST as Plivo's Call API
+    accepts a call and hands each request (its handler and raw body) to `on_post`; yields its base URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -180,4 +182,8 @@ def call_api_server(
     if context is not None:
         server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    try:
+        yield f"{'https' if context else 'http'}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

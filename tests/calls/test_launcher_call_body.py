@@ -17,10 +17,8 @@ from tests.support import call_api_server
 def capture():
     """A local HTTP server that records each JSON body it is sent and answers like Plivo."""
     bodies: list[dict] = []
-    server = call_api_server(lambda handler, raw: bodies.append(json.loads(raw)))
-    yield f"http://127.0.0.1:{server.server_address[1]}", bodies
-    server.shutdown()
-    server.server_close()
+    with call_api_server(lambda handler, raw: bodies.append(json.loads(raw))) as url:
+        yield url, bodies
 
 
 def sdk_body(base_url: str, bodies: list, monkeypatch, **kwargs) -> dict:

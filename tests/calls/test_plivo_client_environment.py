@@ -3,12 +3,12 @@ and looks them up once per client rather than on every call."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import logging
 import ssl
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,10 +27,12 @@ PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "AL
 NO_PROXY_VARIABLES = ("NO_PROXY", "no_proxy")
 
 
-def serve(context: ssl.SSLContext | None = None) -> tuple[ThreadingHTTPServer, list[str]]:
-    """A Call API stand-in that keeps each request line."""
+@contextlib.contextmanager
+def serve(context: ssl.SSLContext | None = None) -> Iterator[tuple[str, list[str]]]:
+    """A Call API stand-in that keeps each request line: its base URL and those lines."""
     lines: list[str] = []
-    return call_api_server(lambda handler, raw: lines.append(handler.requestline), context), lines
+    with call_api_server(lambda handler, raw: lines.append(handler.requestline), context) as url:
+        yield url, lines
 
 
 @pytest.fixture
@@ -42,10 +44,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 @pytest.fixture
 def proxy() -> Iterator[tuple[str, list[str]]]:
-    server, lines = serve()
-    yield f"http://127.0.0.1:{server.server_address[1]}", lines
-    server.shutdown()
-    server.server_close()
+    with serve() as (url, lines):
+        yield url, lines
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -99,25 +99,19 @@ def test_calls_go_through_the_environments_proxy_looked_up_once_per_client(clean
 
 def test_no_proxy_keeps_the_call_api_off_the_proxy(clean_env, proxy):
     url, lines = proxy
-    server, direct = serve()
-    try:
+    with serve() as (base, direct):
         clean_env.setenv("HTTP_PROXY", url)
         clean_env.setenv("NO_PROXY", "127.0.0.1")
-        client = PlivoClient(AUTH_ID, AUTH_TOKEN, f"http://127.0.0.1:{server.server_address[1]}")
+        client = PlivoClient(AUTH_ID, AUTH_TOKEN, base)
         assert client.create_call(BODY).outcome == "placed"
         assert lines == [] and direct == [f"POST /v1/Account/{AUTH_ID}/Call/ HTTP/1.1"]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_calls_trust_the_ca_bundle_requests_ca_bundle_names(clean_env, tmp_path):
     cert, key = self_signed(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server, lines = serve(context)
-    base = f"https://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve(context) as (base, lines):
         clean_env.delenv("CURL_CA_BUNDLE", raising=False)
         clean_env.delenv("REQUESTS_CA_BUNDLE", raising=False)
         untrusted = PlivoClient(AUTH_ID, AUTH_TOKEN, base).create_call(BODY)
@@ -128,9 +122,6 @@ def test_calls_trust_the_ca_bundle_requests_ca_bundle_names(clean_env, tmp_path)
         client = PlivoClient(AUTH_ID, AUTH_TOKEN, base)
         assert client.create_call(BODY).outcome == "placed"
         assert lines == [f"POST /v1/Account/{AUTH_ID}/Call/ HTTP/1.1"]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_ca_bundle_path_that_does_not_exist_sends_nothing_and_raises_nothing(clean_env, tmp_path):
